@@ -60,7 +60,7 @@ def validate_zoom(factor: float, center: tuple[float, float]) -> None:
 
 
 def validate_region(region: tuple[float, float, float, float], name: str = "region") -> None:
-    """Raise ValueError unless ``region`` = (top, left, bottom, right) is a non-empty box in [0, 1]."""
+    """Raise ValueError unless ``region`` (top, left, bottom, right) is a non-empty box in [0, 1]."""
     if len(region) != 4:
         raise ValueError(
             f"{name}={tuple(region)} is invalid: expected 4 fractions (top, left, bottom, right)"
@@ -148,7 +148,9 @@ def hflip_maps(maps: torch.Tensor) -> torch.Tensor:
     return torch.flip(maps, dims=[-1])
 
 
-def _region_cells(region: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
+def _region_cells(
+    region: tuple[float, float, float, float], height: int, width: int
+) -> tuple[int, int, int, int]:
     """Round a fractional (top, left, bottom, right) box to cell indices, at least one cell wide."""
     top = min(int(round(region[0] * height)), height - 1)
     left = min(int(round(region[1] * width)), width - 1)
@@ -186,7 +188,8 @@ def copy_paste_maps(
     """
     _check_maps(destination)
     _check_maps(source)
-    if source.shape[1:] != destination.shape[1:] or source.shape[0] not in (1, destination.shape[0]):
+    batch_matches = source.shape[0] in (1, destination.shape[0])
+    if source.shape[1:] != destination.shape[1:] or not batch_matches:
         raise ValueError(
             f"source maps of shape {tuple(source.shape)} do not match destination maps of "
             f"shape {tuple(destination.shape)}: expected the same (U, H, W) and a batch of 1 "
@@ -227,7 +230,10 @@ class MapEdit:
     source_index: int | None = None
 
     def apply(self, maps: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-        """Return edited (B, U, H, W) maps; ``source`` is the (1, U, H, W) maps of ``source_index``."""
+        """Return the edited (B, U, H, W) maps.
+
+        ``source`` is the (1, U, H, W) maps of target ``source_index`` for edits that read one.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement apply()")
 
     def __repr__(self) -> str:

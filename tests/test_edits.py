@@ -75,7 +75,9 @@ def test_zoom_two_equals_centre_crop_resized() -> None:
     )
     # Interpolating the crop clamps at its border, while the zoom reads the real cells just
     # outside the crop, so only the outermost ring of cells differs.
-    torch.testing.assert_close(zoomed[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        zoomed[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1], atol=1e-5, rtol=0
+    )
 
 
 def test_zoom_out_fills_border_with_zero() -> None:
@@ -124,7 +126,9 @@ def test_copy_paste_moved_block() -> None:
 def test_edit_classes_match_functions() -> None:
     maps = _random_maps(10)
     source = _random_maps(11, (1, 3, 16, 16))
-    torch.testing.assert_close(Shift(dx=0.25, dy=-0.125).apply(maps), shift_maps(maps, 0.25, -0.125))
+    torch.testing.assert_close(
+        Shift(dx=0.25, dy=-0.125).apply(maps), shift_maps(maps, 0.25, -0.125)
+    )
     torch.testing.assert_close(Zoom(1.5, (0.4, 0.6)).apply(maps), zoom_maps(maps, 1.5, (0.4, 0.6)))
     torch.testing.assert_close(HFlip().apply(maps), hflip_maps(maps))
     torch.testing.assert_close(Identity().apply(maps), maps)
