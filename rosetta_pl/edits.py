@@ -60,7 +60,7 @@ def validate_zoom(factor: float, center: tuple[float, float]) -> None:
 
 
 def validate_region(region: tuple[float, float, float, float], name: str = "region") -> None:
-    """Raise ValueError unless ``region`` (top, left, bottom, right) is a non-empty box in [0, 1]."""
+    """Raise ValueError unless ``region`` (top, left, bottom, right) is a box inside [0, 1]."""
     if len(region) != 4:
         raise ValueError(
             f"{name}={tuple(region)} is invalid: expected 4 fractions (top, left, bottom, right)"
