@@ -27,7 +27,7 @@ STATS_FILE = "stats.safetensors"
 DICTIONARY_FILE = "dictionary.json"
 
 
-def _replace_atomically(path: Path, write: Any) -> None:
+def replace_atomically(path: Path, write: Any) -> None:
     """Call ``write(temporary_path)``, then rename the temporary file onto ``path``.
 
     The temporary file lies in the same folder, so the rename is atomic and a
@@ -53,13 +53,13 @@ def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
             json.dump(data, stream, indent=2, allow_nan=False)
             stream.write("\n")
 
-    _replace_atomically(Path(path), write)
+    replace_atomically(Path(path), write)
 
 
 def write_tensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Write a dict of tensors as safetensors to ``path`` atomically (tensors moved to CPU)."""
     contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-    _replace_atomically(Path(path), lambda temporary: save_file(contiguous, temporary))
+    replace_atomically(Path(path), lambda temporary: save_file(contiguous, temporary))
 
 
 def _require_file(run_dir: Path, name: str) -> Path:

@@ -1,0 +1,32 @@
+"""The command line: a LightningCLI whose models and data are named by class path.
+
+``python -m rosetta_pl fit --config configs/mine.yaml`` mines Rosetta neurons;
+``python -m rosetta_pl fit --config configs/invert.yaml`` inverts targets. Both
+make one pass over their data, so ``trainer.max_epochs`` defaults to 1.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+import rosetta_pl.strategies  # noqa: F401  (registers the "rosetta_ddp" strategies)
+
+
+class RosettaCLI(LightningCLI):
+    """LightningCLI with one-pass defaults; models and data modules are given by ``class_path``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.set_defaults({"trainer.max_epochs": 1})
+
+
+def main(args: list[str] | None = None) -> RosettaCLI:
+    """Run the command line (``args`` replaces ``sys.argv[1:]`` when given)."""
+    return RosettaCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        auto_configure_optimizers=False,
+    )
