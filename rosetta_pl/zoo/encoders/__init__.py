@@ -1,0 +1,1 @@
+"""Discriminative models of the zoo, one module per family."""

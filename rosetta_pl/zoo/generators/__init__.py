@@ -1,0 +1,1 @@
+"""Generators of the zoo, one module per family."""
