@@ -36,6 +36,15 @@ ENTRIES: dict[str, ZooEntry] = {
     "mtcnn_pnet": ZooEntry(f"{_PACKAGE}.encoders.mtcnn:build_mtcnn", {"kind": "pnet"}),
     "mtcnn_rnet": ZooEntry(f"{_PACKAGE}.encoders.mtcnn:build_mtcnn", {"kind": "rnet"}),
     "mtcnn_onet": ZooEntry(f"{_PACKAGE}.encoders.mtcnn:build_mtcnn", {"kind": "onet"}),
+    "mnist_dcgan": ZooEntry(f"{_PACKAGE}.generators.mnist_dcgan:build_mnist_dcgan"),
+    "lenet_mnist": ZooEntry(f"{_PACKAGE}.encoders.mnist:build_lenet_mnist"),
+    "mnist_dcgan_disc": ZooEntry(f"{_PACKAGE}.encoders.mnist:build_mnist_dcgan_disc"),
+    **{
+        f"cifar10_resnet{depth}": ZooEntry(
+            f"{_PACKAGE}.encoders.cifar_resnet:build_cifar_resnet", {"depth": depth}
+        )
+        for depth in (20, 32, 44, 56)
+    },
 }
 PREFIX_ENTRIES: dict[str, ZooEntry] = {}
 
