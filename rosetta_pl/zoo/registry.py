@@ -39,6 +39,8 @@ ENTRIES: dict[str, ZooEntry] = {
     "mnist_dcgan": ZooEntry(f"{_PACKAGE}.generators.mnist_dcgan:build_mnist_dcgan"),
     "lenet_mnist": ZooEntry(f"{_PACKAGE}.encoders.mnist:build_lenet_mnist"),
     "mnist_dcgan_disc": ZooEntry(f"{_PACKAGE}.encoders.mnist:build_mnist_dcgan_disc"),
+    "dino_resnet50": ZooEntry(f"{_PACKAGE}.encoders.dino_resnet:build_dino_resnet50"),
+    "biggan_deep_256": ZooEntry(f"{_PACKAGE}.generators.biggan:build_biggan_deep_256"),
     **{
         f"cifar10_resnet{depth}": ZooEntry(
             f"{_PACKAGE}.encoders.cifar_resnet:build_cifar_resnet", {"depth": depth}
@@ -46,7 +48,10 @@ ENTRIES: dict[str, ZooEntry] = {
         for depth in (20, 32, 44, 56)
     },
 }
-PREFIX_ENTRIES: dict[str, ZooEntry] = {}
+PREFIX_ENTRIES: dict[str, ZooEntry] = {
+    "timm:": ZooEntry(f"{_PACKAGE}.encoders.timm_models:build_timm"),
+    "open_clip:": ZooEntry(f"{_PACKAGE}.encoders.open_clip_models:build_open_clip"),
+}
 
 
 def register(name: str, entry: ZooEntry) -> None:
