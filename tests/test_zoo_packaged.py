@@ -35,7 +35,8 @@ def test_face_dcgan_default_units(face_gan: Generator) -> None:
     assert face_gan.num_units == 963
     assert face_gan.latent_shape == (100,)
     assert face_gan.weights_source.startswith("gan-face-generate 1.1.1")
-    assert face_gan.weights_sha256 is not None and len(face_gan.weights_sha256) == 64
+    assert face_gan.weights_sha256 is not None
+    assert len(face_gan.weights_sha256) == 64
 
 
 def test_face_dcgan_images_and_maps(face_gan: Generator) -> None:
@@ -43,7 +44,8 @@ def test_face_dcgan_images_and_maps(face_gan: Generator) -> None:
     images, maps = face_gan.generate(latents, return_maps=True)
     assert images.shape == (4, 3, 64, 64)
     assert images.dtype == torch.float32
-    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    assert float(images.min()) >= 0.0
+    assert float(images.max()) <= 1.0
     assert {name: tuple(m.shape[2:]) for name, m in maps.items()} == {
         "main.2": (4, 4), "main.5": (8, 8), "main.8": (16, 16), "main.11": (32, 32),
         "main.13": (64, 64)}

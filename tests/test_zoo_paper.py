@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -130,7 +134,8 @@ def test_biggan_generates_256_images(biggan: Generator) -> None:
     images, maps = biggan.generate(biggan.latents(torch.arange(1), seed=0), return_maps=True)
     assert images.shape == (1, 3, 256, 256)
     assert bool(images.isfinite().all())
-    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    assert float(images.min()) >= 0.0
+    assert float(images.max()) <= 1.0
     assert maps["generator.layers.12.conv_3"].shape == (1, 128, 256, 256)
 
 
@@ -159,3 +164,26 @@ def test_biggan_rejects_bad_class_ids() -> None:
 def test_biggan_missing_weights_path(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"biggan-deep-256 pytorch_model\.bin"):
         build("biggan_deep_256", weights_path=str(tmp_path / "pytorch_model.bin"))
+
+
+def build_offline(name: str) -> subprocess.CompletedProcess:
+    """Build ``name`` with pretrained weights in a subprocess whose hub client is offline."""
+    code = f"from rosetta_pl.zoo import build; build({name!r})"
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_timm_failed_download_names_cache() -> None:
+    result = build_offline("timm:resnet18")
+    assert result.returncode != 0
+    assert "RuntimeError: failed to load pretrained weights of timm model 'resnet18'" in result.stderr
+    assert "cache folder" in result.stderr
+
+
+@pytest.mark.slow
+def test_open_clip_failed_download_names_cache() -> None:
+    result = build_offline("open_clip:RN50")
+    assert result.returncode != 0
+    assert "RuntimeError: failed to load open_clip RN50 weights 'openai'" in result.stderr
+    assert "cache folder" in result.stderr

@@ -103,7 +103,8 @@ def test_mnist_dcgan_samples_look_like_digits(lenet) -> None:
     assert isinstance(generator, Generator)
     images = generator.generate(generator.latents(torch.arange(64), seed=0))
     assert images.shape == (64, 1, 28, 28)
-    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    assert float(images.min()) >= 0.0
+    assert float(images.max()) <= 1.0
     with torch.no_grad():
         top_probability = lenet(images).exp().max(dim=1).values
     assert float(top_probability.mean()) > 0.9
@@ -114,7 +115,8 @@ def test_mnist_discriminator_units() -> None:
     model = build("mnist_dcgan_disc", weights_dir=str(ZOO_DIR))
     output, maps = model.forward_with_maps(torch.rand(2, 1, 28, 28))
     assert output.shape == (2, 1, 4, 4)
-    assert float(output.min()) >= 0.0 and float(output.max()) <= 1.0
+    assert float(output.min()) >= 0.0
+    assert float(output.max()) <= 1.0
     assert model.unit_counts == {"main.1": 64, "main.4": 128, "main.7": 256}
     assert maps["main.1"].shape == (2, 64, 32, 32)
 

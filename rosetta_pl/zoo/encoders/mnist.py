@@ -72,7 +72,7 @@ class GrayClassifier(UnitModel):
     Attributes:
         input_size: Side of the square network input.
         interpolation: Resize mode (shrinking is antialiased).
-        value_range: ``"unit"`` keeps [0, 1]; ``"symmetric"`` maps to [-1, 1].
+        symmetric: Whether the network takes [-1, 1] inputs instead of [0, 1].
     """
 
     def __init__(
@@ -99,7 +99,7 @@ class GrayClassifier(UnitModel):
 def build_lenet_mnist(
     pretrained: bool = True, layers: Sequence[str] | None = None, weights_dir: str | None = None
 ) -> GrayClassifier:
-    """Build LeNet-5; it sees 1x32x32 images in [0, 1] and returns (B, 10) log-probabilities."""
+    """Build LeNet-5, which takes 1x32x32 images in [0, 1] and returns (B, 10) log-probabilities."""
     network = LeNet5()
     source, sha256 = "random initialisation", None
     if pretrained:
@@ -121,7 +121,7 @@ def build_lenet_mnist(
 def build_mnist_dcgan_disc(
     pretrained: bool = True, layers: Sequence[str] | None = None, weights_dir: str | None = None
 ) -> GrayClassifier:
-    """Build the MNIST DCGAN discriminator; it sees 1x64x64 images in [-1, 1].
+    """Build the MNIST DCGAN discriminator, which takes 1x64x64 images in [-1, 1].
 
     It was trained on 64x64 digits, so images are resized to 64x64. Its output is a
     (B, 1, 4, 4) map of real-image probabilities.

@@ -111,7 +111,9 @@ def build_open_clip(
                 model_name, pretrained=pretrained_tag, cache_dir=cache_dir
             )
         except (OSError, RuntimeError, ValueError) as error:
-            folder = cache_dir or "the Hugging Face hub cache (HF_HOME)"
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            folder = cache_dir or HF_HUB_CACHE
             raise RuntimeError(
                 f"failed to load open_clip {model_name} weights {pretrained_tag!r} ({error}); "
                 f"download them into the cache folder {folder} on a machine with internet "

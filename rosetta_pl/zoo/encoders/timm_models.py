@@ -1,8 +1,8 @@
 """Any timm model by name, e.g. ``timm:resnet50`` or ``timm:vit_base_patch16_224.dino``.
 
 Convolutional networks keep the input size. Vision transformers are built with
-``dynamic_img_size=True`` and get inputs resized to the nearest multiple of the patch
-size; their token outputs become maps on the patch grid.
+``dynamic_img_size=True``, and their inputs are resized to the nearest multiple of the
+patch size. Their token outputs become maps on the patch grid.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ class TimmModel(UnitModel):
         self.interpolation = config.get("interpolation", "bilinear")
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
             self.interpolation = "bilinear"
+        # Models with a fixed input size (other than the dynamic-size ViTs) are resized to it.
+        self.fixed_size = bool(config.get("fixed_input_size", False))
         self.patch_size: tuple[int, int] | None = None
         if is_vision_transformer(network):
             self.patch_size = tuple(network.patch_embed.patch_size)
@@ -76,7 +78,10 @@ class TimmModel(UnitModel):
         self.in_channels = int(mean.numel())
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """Convert channels, round ViT inputs to the patch size and normalise."""
+        """Convert channels, round ViT inputs to the patch size and normalise.
+
+        Convolutional networks keep the image size unless their pretrained config fixes it.
+        """
         check_images(images)
         images = convert_channels(images, self.in_channels)
         if self.patch_size is not None:
@@ -84,6 +89,8 @@ class TimmModel(UnitModel):
             size = (round_to_multiple(height, self.patch_size[0]),
                     round_to_multiple(width, self.patch_size[1]))
             images = resize_images(images, size, self.interpolation)
+        elif self.fixed_size:
+            images = resize_images(images, self.native_size, self.interpolation)
         return (images - self.mean) / self.std
 
     def token_layout(self, network_input: torch.Tensor) -> TokenLayout | None:
