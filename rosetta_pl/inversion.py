@@ -283,6 +283,14 @@ class InversionModule(LightningModule):
 
     # --- Lightning hooks ----------------------------------------------------------------
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer.max_epochs != 1:
+            raise ValueError(
+                f"trainer.max_epochs is {self.trainer.max_epochs}, but inversion makes exactly one "
+                "pass over the targets (each batch is optimised within one step): set "
+                "trainer.max_epochs to 1, or raise steps for longer optimisation"
+            )
+
     def configure_optimizers(self) -> None:
         """Return None: the latents get their own Adam in every step, the module has no parameter."""
         return None

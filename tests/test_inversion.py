@@ -151,6 +151,14 @@ def test_rejects_bad_targets(mining_dir: Path, face_batch) -> None:
         own.invert_batch(face_batch)
 
 
+def test_fit_requires_one_epoch(mining_dir: Path, tmp_path: Path) -> None:
+    module = InversionModule(str(mining_dir), steps=1, start="random")
+    data = TargetDataModule(source="skimage", names=FACES[:1], size=64, channels=3)
+    trainer = Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, max_epochs=2)
+    with pytest.raises(ValueError, match=r"trainer.max_epochs is 2, but inversion makes exactly one"):
+        trainer.fit(module, datamodule=data)
+
+
 def test_predict_and_validate_under_inference_mode(mining_dir: Path, tmp_path: Path) -> None:
     module = InversionModule(str(mining_dir), steps=3, start="random")
     data = TargetDataModule(source="skimage", names=FACES, size=64, channels=3, batch_size=1)
@@ -192,7 +200,7 @@ def test_two_processes_match_one(mining_dir: Path, tmp_path: Path) -> None:
         " num_candidates=4)\n"
         "data = TargetDataModule(source='generator', count=8, seed=1000, batch_size=2)\n"
         "trainer = Trainer(accelerator='cpu', devices=devices, strategy='rosetta_ddp',"
-        " default_root_dir=out, callbacks=[TranslationMetrics(lpips=False)],"
+        " max_epochs=1, default_root_dir=out, callbacks=[TranslationMetrics(lpips=False)],"
         " enable_progress_bar=False, enable_checkpointing=False, limit_val_batches=0)\n"
         "trainer.fit(module, datamodule=data)\n"
     )

@@ -158,6 +158,8 @@ class TranslationMetrics(Callback):
                 f"rosetta_pl.inversion.InversionModule, got {type(pl_module).__name__}"
             )
         everything = gather_results(trainer, results)
+        # trainer.log_dir broadcasts from rank zero, so every rank must ask for it.
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.global_rank != 0 or not everything:
             return
 
@@ -170,7 +172,6 @@ class TranslationMetrics(Callback):
         if not use_lpips:
             self.last_metrics["lpips"] = "skipped: AlexNet weights not on this machine"
 
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
         write_json_atomic(self.last_metrics, log_dir / METRICS_FILE)
         ordered = sorted(everything, key=lambda item: item["index"])
         if self.save_results:
