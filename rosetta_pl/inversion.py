@@ -134,6 +134,10 @@ class InversionModule(LightningModule):
         edit: transform of the target's z-scored maps before inversion (see
             ``rosetta_pl.edits``); None inverts the maps unchanged.
         candidate_batch_size: generator images per forward pass while ranking candidates.
+        optimize_class: for a class-conditional generator (BigGAN-deep), whether the
+            class vector is optimised with z. False keeps each start latent's class, which
+            with ``generator_options: {class_ids: [...]}`` gives cross-class translation:
+            targets of one class inverted into a generator held at another.
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class InversionModule(LightningModule):
         seed: int = 0,
         edit: MapEdit | None = None,
         candidate_batch_size: int = 64,
+        optimize_class: bool = True,
     ) -> None:
         super().__init__()
         self._check_arguments(steps, lr, betas, num_candidates, candidate_batch_size, seed)
@@ -175,6 +180,7 @@ class InversionModule(LightningModule):
         self.seed = seed
         self.edit = edit
         self.candidate_batch_size = candidate_batch_size
+        self.optimize_class = optimize_class
         self.mining_dir = Path(mining_dir)
 
         # Read the run and check it against the configuration before building anything.
@@ -207,6 +213,7 @@ class InversionModule(LightningModule):
 
         self._register_statistics(load_stats(self.mining_dir))
         self.image_shape = self._probe_image_shape()
+        self._free_latent_size()  # rejects optimize_class=False for unconditional generators
         self.results: list[dict[str, Any]] = []
         num_pairs = sum(len(units[0]) for units in self.pair_units.values())
         rank_zero_info(
@@ -371,14 +378,20 @@ class InversionModule(LightningModule):
         target_pairs = self._target_pair_maps(images)
 
         start_latent = self._start_latents(batch, indices, target_pixels, target_pairs)
-        latent = start_latent.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([latent], lr=self.lr, betas=self.betas)
+        # Only the first `free` entries of each flattened latent are optimised (all by default).
+        free = self._free_latent_size()
+        flat_start = start_latent.flatten(start_dim=1)
+        optimised = flat_start[:, :free].clone().requires_grad_(True)
+        fixed = flat_start[:, free:]
+        optimizer = torch.optim.Adam([optimised], lr=self.lr, betas=self.betas)
         for _ in range(self.steps):
             optimizer.zero_grad(set_to_none=True)
+            latent = torch.cat([optimised, fixed], dim=1).view_as(start_latent)
             losses, _, _ = self._losses(latent, start_latent, target_pixels, target_pairs)
             # Each latent only affects its own loss, so the sum gives every target its own gradient.
             losses.sum().backward()
             optimizer.step()
+        latent = torch.cat([optimised.detach(), fixed], dim=1).view_as(start_latent)
 
         with torch.no_grad():
             losses, correlation_end, result = self._losses(latent, start_latent, target_pixels, target_pairs)
@@ -400,6 +413,22 @@ class InversionModule(LightningModule):
                 }
             )
         return outputs
+
+    def _free_latent_size(self) -> int:
+        """Return how many leading entries of a flattened latent the optimiser changes."""
+        size = math.prod(self.generator.latent_shape)
+        if self.optimize_class:
+            return size
+        # NOTE: BigGAN-deep is the only class-conditional zoo generator so far; its latent is
+        # z followed by the class vector.
+        from rosetta_pl.zoo.generators.biggan import NUM_CLASSES, BigGANDeep
+
+        if not isinstance(self.generator, BigGANDeep):
+            raise ValueError(
+                f"optimize_class=False needs a class-conditional generator, but "
+                f"{self.generator.zoo_name!r} has no class input: set optimize_class to true"
+            )
+        return size - NUM_CLASSES
 
     def _to_generator_pixels(self, images: torch.Tensor) -> torch.Tensor:
         """Convert targets to the generator's channels and size, for the pixel loss and metrics."""

@@ -137,6 +137,8 @@ def test_rejects_bad_configuration(mining_dir: Path) -> None:
         InversionModule(str(mining_dir), pixel_weight=1.0, edit=Shift(dx=0.25))
     with pytest.raises(ValueError, match=r"no buddies pair with r > 2.0"):
         InversionModule(str(mining_dir), min_r=2.0)
+    with pytest.raises(ValueError, match=r"optimize_class=False needs a class-conditional generator"):
+        InversionModule(str(mining_dir), optimize_class=False)
     with pytest.raises(FileNotFoundError, match=r"dictionary.json not found"):
         InversionModule(str(mining_dir / "missing"))
 
