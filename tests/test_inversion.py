@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from rosetta_pl.callbacks import TranslationMetrics
-from rosetta_pl.edits import Shift
+from rosetta_pl.edits import CopyPaste, Shift
 from rosetta_pl.inversion import InversionModule
 from rosetta_pl.io import load_dictionary, load_stats
 from rosetta_pl.maps import stack_units
@@ -223,3 +223,26 @@ def test_two_processes_match_one(mining_dir: Path, tmp_path: Path) -> None:
     assert double["index"].tolist() == list(range(8))
     torch.testing.assert_close(double["start_latent"], single["start_latent"], atol=0, rtol=0)
     torch.testing.assert_close(double["latent"], single["latent"], atol=1e-5, rtol=0)
+
+
+def test_copy_paste_reads_source_target(mining_dir: Path, tmp_path: Path) -> None:
+    data = TargetDataModule(source="skimage", names=FACES, size=64, channels=3, batch_size=2)
+    edit = CopyPaste(source_index=1, region=(0.0, 0.0, 1.0, 1.0))
+    module = InversionModule(str(mining_dir), steps=2, start="random", edit=edit)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    predictions = trainer.predict(module, datamodule=data)
+    assert len(predictions[0]) == 2
+
+    # Pasting the whole of target 1 makes every target's maps those of target 1.
+    images = data.targets.images
+    edited = module._target_pair_maps(images)
+    plain = InversionModule(str(mining_dir), steps=1, start="random")._target_pair_maps(images)
+    torch.testing.assert_close(edited[0], plain[1])
+    torch.testing.assert_close(edited[1], plain[1])
+    assert not torch.allclose(plain[0], plain[1])
