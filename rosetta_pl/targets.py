@@ -42,7 +42,6 @@ ASTRONAUT_FACE_BOX = (slice(45, 165), slice(180, 300))
 MNIST_IMAGES_FILE = "mnist_t10k_images.idx3.gz"
 MNIST_LABELS_FILE = "mnist_t10k_labels.idx1.gz"
 CIFAR10_FOLDER = "cifar10_test20"
-LFW_FACES = 100  # lfw_subset holds 100 faces, then 100 non-faces.
 
 TargetSource = Literal["files", "skimage", "mnist", "cifar10", "generator"]
 

@@ -16,16 +16,20 @@ into the log folder, and saves a target | result grid as PNG, also sent to
 TensorBoard.
 
 FID and KID need folders of at least 1000 images each and come from
-torch-fidelity, as a command rather than a test. Save targets and results as
-PNG folders, then, with torch-fidelity's Inception weights in its cache::
+torch-fidelity (0.4.0 here), as a command rather than a test. Save targets and
+results as PNG folders, then, with a local copy of torch-fidelity's Inception
+weights (the command fetches them from the internet when no path is given)::
 
-    fidelity --gpu -1 --fid --kid --kid-subset-size 500 \\
+    fidelity --cpu --fid --kid --kid-subset-size 500 \\
+        --feature-extractor-weights-path PATH/TO/inception_weights.pth \\
         --input1 results_png/ --input2 targets_png/
 
 Without those weights, register a feature extractor built from one of the
-zoo's real models with ``torch_fidelity.register_feature_extractor`` and pass
-its name with ``--feature-extractor``; report the scores under that name,
-since they are not comparable with Inception-based FID.
+zoo's real models with ``torch_fidelity.register_feature_extractor`` and call
+``torch_fidelity.calculate_metrics(input1=..., input2=..., fid=True, kid=True,
+feature_extractor=NAME)``, because the command line only offers its built-in
+extractors. Report such scores under the extractor's name, since they are not
+comparable with Inception-based FID.
 """
 
 from __future__ import annotations
