@@ -139,6 +139,7 @@ class MiningModule(LightningModule):
         # Correlation of the generator's units among themselves, for concept clusters.
         self.generator_correlation = PairwiseCorrelation(num_x, num_x)
         self._result: MiningResult | None = None
+        self._run_dir: Path | None = None
 
     # Lightning hooks --------------------------------------------------------
 
@@ -161,6 +162,10 @@ class MiningModule(LightningModule):
 
     def training_step(self, indices: torch.Tensor, batch_idx: int) -> None:
         self._result = None
+        # Under manual optimisation trainer.global_step counts optimiser steps.
+        # Stepping Lightning's placeholder optimiser changes nothing but the
+        # count, which max_steps, checkpoints and resuming by step rely on.
+        self.optimizers().step()
         if indices.numel() == 0:
             return None
         seed = self._data_seed()
@@ -173,6 +178,10 @@ class MiningModule(LightningModule):
                 y = self._observations(model.unit_maps(images), model)
                 self.correlations[name].update(x, y)
         return None
+
+    def on_fit_start(self) -> None:
+        self._run_dir = None
+        self.run_dir()
 
     def on_train_start(self) -> None:
         if self.global_rank == 0:
@@ -222,10 +231,15 @@ class MiningModule(LightningModule):
         return self._result
 
     def run_dir(self) -> Path:
-        """Return the folder that receives the outputs: the logger's version folder."""
-        trainer = self.trainer
-        folder = trainer.log_dir if trainer.logger is not None else trainer.default_root_dir
-        return Path(folder)
+        """Return the folder that receives the outputs: the logger's version folder.
+
+        Read once at the start of fitting, because ``trainer.log_dir`` is a
+        collective call under DDP that rank zero alone must not make later.
+        """
+        if self._run_dir is None:
+            trainer = self.trainer
+            self._run_dir = Path(trainer.log_dir if trainer.logger is not None else trainer.default_root_dir)
+        return self._run_dir
 
     # Helpers -----------------------------------------------------------------
 
