@@ -19,7 +19,7 @@ from lightning.pytorch import Trainer
 
 from rosetta_pl.callbacks import TranslationMetrics
 from rosetta_pl.edits import CopyPaste, Shift
-from rosetta_pl.inversion import InversionModule
+from rosetta_pl.inversion import InversionModule, collect_pairs
 from rosetta_pl.io import load_dictionary, load_stats
 from rosetta_pl.maps import stack_units
 from rosetta_pl.targets import TargetDataModule, load_targets
@@ -246,3 +246,25 @@ def test_copy_paste_reads_source_target(mining_dir: Path, tmp_path: Path) -> Non
     torch.testing.assert_close(edited[0], plain[1])
     torch.testing.assert_close(edited[1], plain[1])
     assert not torch.allclose(plain[0], plain[1])
+
+
+def test_collect_pairs_union_and_rosetta() -> None:
+    def unit(number: int) -> dict:
+        return {"unit": number, "layer": "x", "channel": number}
+
+    dictionary = {
+        "buddies": {
+            "a": [{"generator": unit(1), "model": unit(10), "r": 0.9},
+                  {"generator": unit(2), "model": unit(11), "r": -0.1}],
+            "b": [{"generator": unit(1), "model": unit(20), "r": 0.5}],
+        },
+        "rosetta": {"neurons": [
+            {"generator": unit(1), "partners": {"a": {**unit(10), "r": 0.9}, "b": {**unit(20), "r": 0.5}}},
+        ]},
+    }  # fmt: skip
+    assert collect_pairs(dictionary, ["a", "b"], "buddies", 0.0) == {"a": ([1], [10]), "b": ([1], [20])}
+    assert collect_pairs(dictionary, ["a"], "buddies", -0.5) == {"a": ([1, 2], [10, 11])}
+    assert collect_pairs(dictionary, ["b"], "rosetta", 0.0) == {"b": ([1], [20])}
+    assert collect_pairs(dictionary, ["a", "b"], "rosetta", 0.6) == {"a": ([1], [10])}
+    with pytest.raises(ValueError, match=r"no rosetta pair with r > 0.95 for models \['a'\]"):
+        collect_pairs(dictionary, ["a"], "rosetta", 0.95)
