@@ -65,7 +65,7 @@ def _check_k_and_mode(k: int, mode: str) -> None:
 
 
 def _buddy_mask(table: Tensor, k: int, mode: BuddyMode) -> Tensor:
-    """Mark the (row, column) pairs that are buddies; see ``best_buddies``.
+    """Mark the (row, column) pairs that are buddies, as defined in ``best_buddies``.
 
     Returns:
         (rows, columns) bool tensor.
@@ -157,9 +157,7 @@ def rosetta_set(tables: dict[str, Tensor], k: int = 1, mode: BuddyMode = "mutual
         _check_table(table)
     row_counts = {name: table.shape[0] for name, table in tables.items()}
     if len(set(row_counts.values())) > 1:
-        raise ValueError(
-            f"all tables must have the same number of rows (generator units), got {row_counts}"
-        )
+        raise ValueError(f"all tables must have the same number of rows (generator units), got {row_counts}")
 
     device = next(iter(tables.values())).device
     num_rows = next(iter(row_counts.values()))
@@ -178,10 +176,7 @@ def rosetta_set(tables: dict[str, Tensor], k: int = 1, mode: BuddyMode = "mutual
 
     units = has_buddy_everywhere.nonzero().squeeze(1)
     partners = {name: partner[units] for name, partner in best_partner.items()}
-    scores = {
-        name: tables[name].to(device=device, dtype=torch.float64)[units, partners[name]]
-        for name in tables
-    }
+    scores = {name: tables[name].to(device=device, dtype=torch.float64)[units, partners[name]] for name in tables}
     return RosettaSet(units=units, partners=partners, scores=scores)
 
 

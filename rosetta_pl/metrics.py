@@ -27,9 +27,6 @@ __all__ = ["PairwiseCorrelation"]
 
 _STATE_NAMES = ("count", "mean_x", "mean_y", "m2_x", "m2_y", "cxy")
 
-# Rows per block when a float32 batch is reduced in float64.
-_BLOCK_ROWS = 2048
-
 # Rows per float32 matrix product. Each product adds one (num_x, num_y) float64
 # addition, which costs about 1 / _PRODUCT_BLOCK_ROWS of the product itself.
 _PRODUCT_BLOCK_ROWS = 8192
@@ -73,66 +70,62 @@ def _merge_moments(a: _Moments, b: _Moments) -> _Moments:
     )
 
 
-def _column_sums(values: Tensor, power: int = 1) -> Tensor:
-    """Sum ``values ** power`` over rows in float64, a block of rows at a time.
+def _inverse_power_of_two_scale(max_abs: Tensor) -> Tensor:
+    """Return 2**-e per column, with 2**e close to the column's max absolute value.
 
-    Converting a block at a time keeps the float64 copy small: a whole
-    (50000, 4000) batch would need 1.6 GB.
-
-    Args:
-        values: (N, U) floating observations.
-        power: 1 for plain sums, 2 for sums of squares.
-
-    Returns:
-        (U,) float64 sums.
+    Multiplying by a power of two is exact, so the rescaled values carry no
+    extra rounding. Columns that are all zero get 1.
     """
-    total = torch.zeros(values.shape[1], dtype=torch.float64, device=values.device)
-    for block in values.split(_BLOCK_ROWS):
-        block = block.double()
-        if power == 2:
-            block = block.square_()
-        total += block.sum(dim=0)
-    return total
-
-
-def _power_of_two_scale(centred: Tensor) -> Tensor:
-    """Return a per-column power of two close to each column's max absolute value.
-
-    Dividing by a power of two is exact, so the rescaled values carry no extra
-    rounding. Columns that are all zero get a scale of 1.
-
-    Args:
-        centred: (N, U) float32 or float64 centred observations, N >= 1.
-
-    Returns:
-        (U,) tensor of the same dtype as ``centred``.
-    """
-    max_abs = torch.linalg.vector_norm(centred, ord=float("inf"), dim=0)
     _, exponent = torch.frexp(max_abs)
-    scale = torch.ldexp(torch.ones_like(max_abs), exponent)
-    return torch.where(max_abs > 0, scale, torch.ones_like(max_abs))
+    inverse_scale = torch.ldexp(torch.ones_like(max_abs), -exponent)
+    return torch.where(max_abs > 0, inverse_scale, torch.ones_like(max_abs))
 
 
-def _centre_and_scale(values: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Centre each column on its rounded batch mean and rescale it by a power of two.
+def _centre_and_scale(values: Tensor, name: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Centre each column on its approximate batch mean and rescale it by a power of two.
+
+    The scale comes from the column's max absolute value before centring,
+    which keeps the centred values and their products away from float32
+    subnormals: a column whose spread is so small against its offset that this
+    scale would push it into subnormals is constant at float32 precision.
 
     Args:
         values: (N, U) float32 or float64 observations, N >= 1.
+        name: Name of the input in error messages.
 
     Returns:
-        ``(mean, scaled, scale, residual_mean)``: the (U,) float64 batch mean;
-        the (N, U) values minus the mean rounded to their dtype, divided by
-        ``scale``, in the dtype of ``values``; the (U,) float64 scale; and the
-        (U,) float64 mean of the centred values before scaling, which is close
-        to zero but not exactly zero because the mean was rounded.
+        A tuple ``(mean, centred, scale, residual_mean)`` of:
+        - the (U,) float64 batch mean,
+        - the (N, U) values minus an approximate mean, divided by ``scale``,
+          in the dtype of ``values``,
+        - the (U,) float64 scale,
+        - the (U,) float64 mean of the centred values before scaling, which
+          is small but not zero.
+
+    Raises:
+        ValueError: If ``values`` contains NaN or infinite values.
     """
     count = values.shape[0]
-    mean = _column_sums(values) / count
-    centred = values - mean.to(values.dtype)
-    scale = _power_of_two_scale(centred)
-    scaled = centred.div_(scale)
-    residual_mean = _column_sums(scaled) * scale.double() / count
-    return mean, scaled, scale.double(), residual_mean
+
+    # NaN and inf propagate into the column max or min, so no separate pass is needed.
+    column_max = values.amax(dim=0)
+    column_min = values.amin(dim=0)
+    if not (torch.isfinite(column_max).all() and torch.isfinite(column_min).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; clean or mask the maps before updating the metric")
+    inverse_scale = _inverse_power_of_two_scale(torch.maximum(column_max.abs(), column_min.abs()))
+
+    # Constant columns are centred on their value, so they stay exactly zero.
+    # NOTE: the float32 column sum overflows to inf (and the table gets NaN)
+    # when a column sums to more than about 3e38, for example 1e34 in 50,000 rows.
+    approximate_mean = torch.where(column_max == column_min, column_max, values.sum(dim=0) / count)
+    # (values - approximate_mean) * inverse_scale in one pass. Both products by
+    # a power of two are exact, so only the subtraction rounds.
+    centred = torch.addcmul(-approximate_mean * inverse_scale, values, inverse_scale)
+
+    scale = inverse_scale.double().reciprocal()
+    residual_mean = centred.sum(dim=0).double() * scale / count
+    mean = approximate_mean.double() + residual_mean
+    return mean, centred, scale, residual_mean
 
 
 @contextlib.contextmanager
@@ -149,11 +142,10 @@ def _full_precision_matmul() -> Iterator[None]:
 def _batch_moments(x: Tensor, y: Tensor) -> _Moments:
     """Compute the moments of one batch with float32 (or float64) matrix products.
 
-    Each unit is centred on its batch mean rounded to the input dtype and
-    rescaled by a power of two, so the float32 product neither loses digits to
-    a large offset nor falls into subnormals for tiny values. The product is
-    corrected in float64 for the small mean that remains after the rounded
-    mean is subtracted.
+    Each unit is centred on an approximate batch mean and rescaled by a power
+    of two, so the float32 product neither loses digits to a large offset nor
+    falls into subnormals for tiny values. The product is corrected in float64
+    for the small mean that remains after the approximate mean is subtracted.
 
     Args:
         x: (N, num_x) float32 or float64 observations, N >= 1.
@@ -164,8 +156,8 @@ def _batch_moments(x: Tensor, y: Tensor) -> _Moments:
         The float64 moments of the batch.
     """
     count = x.shape[0]
-    mean_x, scaled_x, scale_x, residual_x = _centre_and_scale(x)
-    mean_y, scaled_y, scale_y, residual_y = _centre_and_scale(y)
+    mean_x, scaled_x, scale_x, residual_x = _centre_and_scale(x, "x")
+    mean_y, scaled_y, scale_y, residual_y = _centre_and_scale(y, "y")
 
     # One product per block of rows, summed in float64, so the float32 rounding
     # error does not grow with the batch size. Float64 inputs get a float64 product.
@@ -182,9 +174,9 @@ def _batch_moments(x: Tensor, y: Tensor) -> _Moments:
     # around their own mean.
     cxy.mul_(torch.outer(scale_x, scale_y))
     cxy.addr_(residual_x, residual_y, alpha=-count)
-    m2_x = _column_sums(scaled_x, power=2) * scale_x.square()
+    m2_x = torch.linalg.vecdot(scaled_x, scaled_x, dim=0).double() * scale_x.square()
     m2_x = (m2_x - count * residual_x.square()).clamp_(min=0)
-    m2_y = _column_sums(scaled_y, power=2) * scale_y.square()
+    m2_y = torch.linalg.vecdot(scaled_y, scaled_y, dim=0).double() * scale_y.square()
     m2_y = (m2_y - count * residual_y.square()).clamp_(min=0)
 
     return _Moments(
@@ -307,9 +299,11 @@ class PairwiseCorrelation(Metric):
         Args:
             x: (N, num_x) observations of the first set of units, any floating
                 dtype. Half-precision inputs are upcast to float32. When both
-                inputs are float64 the cross product is float64 too, which is
-                about twice as slow and accurate to about 1e-12; otherwise
-                it is float32, accurate to about 1e-6.
+                inputs are float64 the products and row sums are float64,
+                which took about twice as long in benchmarks/bench_update.py
+                and gives correlations to about 1e-12. Otherwise they are
+                float32, which gives correlations to about 1e-6 and means to
+                about 1e-7 of each unit's std.
             y: (N, num_y) observations of the second set of units, any
                 floating dtype. N may be 0, which changes nothing.
 
@@ -321,17 +315,10 @@ class PairwiseCorrelation(Metric):
         _check_observations("y", y, self.num_y)
         if x.shape[0] != y.shape[0]:
             raise ValueError(
-                f"x and y must have the same number of rows, got x {tuple(x.shape)} "
-                f"and y {tuple(y.shape)}"
+                f"x and y must have the same number of rows, got x {tuple(x.shape)} and y {tuple(y.shape)}"
             )
         if x.shape[0] == 0:
             return
-        for name, values in (("x", x), ("y", y)):
-            if not torch.isfinite(values).all():
-                raise ValueError(
-                    f"{name} contains NaN or infinite values; clean or mask the maps "
-                    f"before updating the metric"
-                )
 
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         x = x.detach().to(device=self.count.device, dtype=work_dtype)
@@ -391,14 +378,11 @@ class PairwiseCorrelation(Metric):
         """
         if isinstance(incoming_state, Metric):
             if not isinstance(incoming_state, PairwiseCorrelation):
-                raise ValueError(
-                    f"can only merge a PairwiseCorrelation, got {type(incoming_state).__name__}"
-                )
+                raise ValueError(f"can only merge a PairwiseCorrelation, got {type(incoming_state).__name__}")
             incoming_state = incoming_state.metric_state
         if not isinstance(incoming_state, dict):
             raise ValueError(
-                f"incoming_state must be a dict or a PairwiseCorrelation, "
-                f"got {type(incoming_state).__name__}"
+                f"incoming_state must be a dict or a PairwiseCorrelation, got {type(incoming_state).__name__}"
             )
         self._reduce_states(incoming_state)
         self._update_count += 1
@@ -421,10 +405,7 @@ class PairwiseCorrelation(Metric):
         group = process_group or self.process_group
         gathered = {name: dist_sync_fn(getattr(self, name), group=group) for name in _STATE_NAMES}
         world_size = len(gathered["count"])
-        per_rank = [
-            _Moments(**{name: gathered[name][rank] for name in _STATE_NAMES})
-            for rank in range(world_size)
-        ]
+        per_rank = [_Moments(**{name: gathered[name][rank] for name in _STATE_NAMES}) for rank in range(world_size)]
         self._set_moments(functools.reduce(_merge_moments, per_rank))
 
     def _wrap_compute(self, compute: Callable) -> Callable:
@@ -476,9 +457,7 @@ class PairwiseCorrelation(Metric):
         if present:
             incomplete = [name for name in _STATE_NAMES if name not in present]
             if incomplete:
-                error_msgs.append(
-                    f"state dict for {type(self).__name__} at {prefix!r} is missing {incomplete}"
-                )
+                error_msgs.append(f"state dict for {type(self).__name__} at {prefix!r} is missing {incomplete}")
             else:
                 moments = self._moments_from_dict(present, f"state dict at {prefix!r}")
                 for name in _STATE_NAMES:

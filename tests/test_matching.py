@@ -19,8 +19,7 @@ def pairs(*expected: tuple[int, int]) -> torch.Tensor:
 
 def ranked(values: list[float], k: int) -> set[int]:
     """Indices of the k best values: higher first, NaN last, lower index first on ties."""
-    keys = [(math.isnan(value), -value if not math.isnan(value) else 0.0, index)
-            for index, value in enumerate(values)]
+    keys = [(math.isnan(value), -value if not math.isnan(value) else 0.0, index) for index, value in enumerate(values)]
     return {index for _, _, index in sorted(keys)[:k]}
 
 
@@ -80,9 +79,7 @@ def test_best_buddies_asymmetric() -> None:
     table = torch.tensor([[0.9, 0.8, 0.1], [0.85, 0.2, 0.3], [0.7, 0.75, 0.6]])
 
     assert torch.equal(best_buddies(table, k=1, mode="asymmetric"), pairs((0, 0)))
-    assert torch.equal(
-        best_buddies(table, k=2, mode="asymmetric"), pairs((0, 0), (1, 0), (2, 1))
-    )
+    assert torch.equal(best_buddies(table, k=2, mode="asymmetric"), pairs((0, 0), (1, 0), (2, 1)))
 
 
 @pytest.mark.parametrize("mode", ["mutual", "asymmetric"])
@@ -161,7 +158,7 @@ def test_rosetta_set_picks_best_buddy_for_top_k() -> None:
 def test_rosetta_set_asymmetric_mode() -> None:
     found = rosetta_set(rosetta_tables(), k=2, mode="asymmetric")
 
-    # Table "a" pairs rows 0, 1 and 2; table "b" pairs (0, 1), (1, 3) and (2, 2).
+    # Table "a" pairs rows 0, 1 and 2, and table "b" pairs (0, 1), (1, 3) and (2, 2).
     assert torch.equal(found.units, torch.tensor([0, 1, 2]))
     assert torch.equal(found.partners["a"], torch.tensor([0, 0, 1]))
     assert torch.equal(found.partners["b"], torch.tensor([1, 3, 2]))
@@ -209,7 +206,7 @@ def test_cluster_concepts_groups_blocks() -> None:
 
 
 def test_cluster_concepts_uses_average_linkage() -> None:
-    # Single linkage would join unit 2 at similarity 0.6; average linkage at 0.4.
+    # Single linkage would join unit 2 at similarity 0.6, but average linkage joins it at 0.4.
     similarity = torch.tensor([[1.0, 0.9, 0.2], [0.9, 1.0, 0.6], [0.2, 0.6, 1.0]])
 
     assert torch.equal(cluster_concepts(similarity, min_similarity=0.5), torch.tensor([0, 0, 1]))
