@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import warnings
 
 import lightning as L
@@ -445,3 +446,16 @@ def test_lightning_16_true_keeps_float64_states(tmp_path) -> None:
     assert all_inputs.dtype == torch.float16
     assert module.metric.count == 96
     assert max_error(module.metric.compute(), reference_table(all_inputs, all_outputs)) <= 1e-6
+
+
+def test_pickle_and_clone_keep_behaviour() -> None:
+    x, y = correlated_data(seed=17, rows=300)
+    metric = run_metric(x[:200].float(), y[:200].float(), batch_rows=64)
+
+    copies = [pickle.loads(pickle.dumps(metric)), metric.clone()]
+    metric.update(x[200:].float(), y[200:].float())
+    for copy in copies:
+        copy.update(x[200:].float(), y[200:].float())
+
+    for copy in copies:
+        assert torch.equal(copy.compute(), metric.compute())
