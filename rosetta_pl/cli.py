@@ -7,10 +7,18 @@ make one pass over their data, so ``trainer.max_epochs`` defaults to 1.
 
 from __future__ import annotations
 
+import warnings
+
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import rosetta_pl.strategies  # noqa: F401  (registers the "rosetta_ddp" strategies)
+
+
+# Mining and inversion keep every network in eval mode on purpose (batch norm uses
+# its running statistics), and the index loaders run in the main process only.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 class RosettaCLI(LightningCLI):

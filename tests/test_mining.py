@@ -149,3 +149,15 @@ def test_bad_sample_count_is_rejected(tmp_path, capsys, value):
 def test_more_than_one_epoch_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="max_epochs: 1"):
         mine(tmp_path, "--trainer.max_epochs", "2")
+
+
+@pytest.mark.slow
+def test_default_config_finds_strong_pairs(tmp_path):
+    cli = main(
+        ["fit", "--config", CONFIG, "--trainer.strategy", "auto", "--trainer.accelerator", "cpu",
+         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]
+    )
+    dictionary = json.loads((Path(cli.trainer.log_dir) / "dictionary.json").read_text())
+    strong = sum(1 for records in dictionary["buddies"].values() for record in records if record["r"] > 0.5)
+    assert strong >= 20
+    assert len(dictionary["rosetta"]["neurons"]) >= 1

@@ -70,15 +70,24 @@ class NeuronGrid(Callback):
         num_images: generated images per neuron (global sample indices 0, 1, ...).
         colormap: a matplotlib colormap name, used for every map.
         alpha: weight of the heat map over the grayscale image.
+        tile_size: side in pixels of every tile of the grid; images are resized to it.
     """
 
-    def __init__(self, num_neurons: int = 6, num_images: int = 3, colormap: str = "inferno", alpha: float = 0.6):
+    def __init__(
+        self,
+        num_neurons: int = 6,
+        num_images: int = 3,
+        colormap: str = "inferno",
+        alpha: float = 0.6,
+        tile_size: int = 128,
+    ):
         if colormap not in matplotlib.colormaps:
             raise ValueError(f"unknown colormap {colormap!r}; use a matplotlib name such as 'inferno' or 'viridis'")
         self.num_neurons = num_neurons
         self.num_images = num_images
         self.colormap = colormap
         self.alpha = alpha
+        self.tile_size = tile_size
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         result = pl_module.result()  # collective: every process takes part
@@ -106,10 +115,12 @@ class NeuronGrid(Callback):
         indices = torch.arange(self.num_images)
         latents = generator.latents(indices, seed).to(pl_module.device)
         images, generator_maps = generator.generate(latents, return_maps=True)
+        # Models see the generated images as they are; only the drawing is enlarged and made RGB.
+        model_maps = {name: model.unit_maps(images) for name, model in pl_module.models.items()}
         images = images.float().cpu()
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        model_maps = {name: model.unit_maps(images.to(pl_module.device)) for name, model in pl_module.models.items()}
+        shown = F.interpolate(images, size=(self.tile_size, self.tile_size), mode="bilinear", align_corners=False)
         generator_units = unit_locations(generator.layers, generator.unit_counts)
         model_units = {name: unit_locations(m.layers, m.unit_counts) for name, m in pl_module.models.items()}
 
@@ -118,18 +129,18 @@ class NeuronGrid(Callback):
         legend.append("|---" * (2 + len(chosen.partners)) + "|")
         for position, row in enumerate(rows):
             unit = int(chosen.units[row])
-            columns = [images, overlay(images, _select_channel(generator_maps, generator_units, unit).cpu(),
-                                       self.alpha, self.colormap)]
+            generator_map = _select_channel(generator_maps, generator_units, unit).cpu()
+            columns = [shown, overlay(shown, generator_map, self.alpha, self.colormap)]
             cells = []
             for name in chosen.partners:
                 partner = int(chosen.partners[name][row])
                 partner_map = _select_channel(model_maps[name], model_units[name], partner).cpu()
-                columns.append(overlay(images, partner_map, self.alpha, self.colormap))
+                columns.append(overlay(shown, partner_map, self.alpha, self.colormap))
                 layer, channel = model_units[name][partner]
                 cells.append(f"{layer}[{channel}] r={float(chosen.scores[name][row]):.2f}")
             layer, channel = generator_units[unit]
             legend.append(f"| {position} | {layer}[{channel}] | " + " | ".join(cells) + " |")
-            for image_index in range(len(images)):
+            for image_index in range(len(shown)):
                 tiles.extend(column[image_index] for column in columns)
         grid = make_grid(torch.stack(tiles).clamp(0, 1), nrow=2 + len(chosen.partners), padding=2, pad_value=1.0)
         note = f"Each neuron takes {len(images)} rows (one per image): image, generator unit, then each model's unit."
