@@ -22,7 +22,8 @@ def test_overlay_resizes_map_to_image():
     images = torch.rand(2, 1, 16, 16)
     result = overlay(images, torch.rand(2, 4, 4))
     assert result.shape == (2, 3, 16, 16)
-    assert result.min() >= 0 and result.max() <= 1
+    assert result.min() >= 0
+    assert result.max() <= 1
 
 
 def test_strongest_neurons_rank_by_weakest_partner():
