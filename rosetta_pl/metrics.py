@@ -27,9 +27,11 @@ __all__ = ["PairwiseCorrelation"]
 
 _STATE_NAMES = ("count", "mean_x", "mean_y", "m2_x", "m2_y", "cxy")
 
-# Rows per float32 matrix product. Each product adds one (num_x, num_y) float64
-# addition, which costs about 1 / _PRODUCT_BLOCK_ROWS of the product itself.
-_PRODUCT_BLOCK_ROWS = 8192
+# Rows per block of an update. Blocks bound the float32 rounding error and the
+# temporary memory, which are O(_BLOCK_ROWS * units) whatever the batch size.
+# Merging a block costs a few (num_x, num_y) float64 passes, about
+# 1 / _BLOCK_ROWS of the block's product.
+_BLOCK_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,8 @@ def _full_precision_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
-def _batch_moments(x: Tensor, y: Tensor) -> _Moments:
-    """Compute the moments of one batch with float32 (or float64) matrix products.
+def _block_moments(x: Tensor, y: Tensor) -> _Moments:
+    """Compute the moments of one block of rows with one float32 (or float64) matrix product.
 
     Each unit is centred on an approximate batch mean and rescaled by a power
     of two, so the float32 product neither loses digits to a large offset nor
@@ -153,26 +155,20 @@ def _batch_moments(x: Tensor, y: Tensor) -> _Moments:
             only when both ``x`` and ``y`` are float64.
 
     Returns:
-        The float64 moments of the batch.
+        The float64 moments of the block.
     """
     count = x.shape[0]
     mean_x, scaled_x, scale_x, residual_x = _centre_and_scale(x, "x")
     mean_y, scaled_y, scale_y, residual_y = _centre_and_scale(y, "y")
 
-    # One product per block of rows, summed in float64, so the float32 rounding
-    # error does not grow with the batch size. Float64 inputs get a float64 product.
     both_float64 = x.dtype == torch.float64 and y.dtype == torch.float64
     product_dtype = torch.float64 if both_float64 else torch.float32
-    cxy = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64, device=x.device)
     with _full_precision_matmul():
-        for block_x, block_y in zip(
-            scaled_x.split(_PRODUCT_BLOCK_ROWS), scaled_y.split(_PRODUCT_BLOCK_ROWS), strict=True
-        ):
-            cxy += block_x.to(product_dtype).T @ block_y.to(product_dtype)  # (num_x, num_y)
+        product = scaled_x.to(product_dtype).T @ scaled_y.to(product_dtype)  # (num_x, num_y)
 
     # Sums of the centred values minus the residual-mean term give the sums
     # around their own mean.
-    cxy.mul_(torch.outer(scale_x, scale_y))
+    cxy = product.double().mul_(torch.outer(scale_x, scale_y))
     cxy.addr_(residual_x, residual_y, alpha=-count)
     m2_x = torch.linalg.vecdot(scaled_x, scaled_x, dim=0).double() * scale_x.square()
     m2_x = (m2_x - count * residual_x.square()).clamp_(min=0)
@@ -320,11 +316,16 @@ class PairwiseCorrelation(Metric):
         if x.shape[0] == 0:
             return
 
-        work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        x = x.detach().to(device=self.count.device, dtype=work_dtype)
-        work_dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
-        y = y.detach().to(device=self.count.device, dtype=work_dtype)
-        self._set_moments(_merge_moments(self._moments(), _batch_moments(x, y)))
+        dtype_x = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dtype_y = torch.float64 if y.dtype == torch.float64 else torch.float32
+        device = self.count.device
+        moments = self._moments()
+        # The states change only after every block passed the NaN check.
+        for block_x, block_y in zip(x.split(_BLOCK_ROWS), y.split(_BLOCK_ROWS), strict=True):
+            block_x = block_x.detach().to(device=device, dtype=dtype_x)
+            block_y = block_y.detach().to(device=device, dtype=dtype_y)
+            moments = _merge_moments(moments, _block_moments(block_x, block_y))
+        self._set_moments(moments)
 
     def compute(self) -> Tensor:
         """Return the (num_x, num_y) float64 Pearson table over all observations.
