@@ -206,13 +206,15 @@ class PairwiseCorrelation(Metric):
     pooled correlation over all observations after a single pass, whatever
     the batch sizes. Batches, metric objects (``merge_state``) and DDP
     processes are combined with Chan's pairwise update, so 1 and 2 processes
-    over the same observations give the same table up to float64 rounding.
+    over the same batches give the same table up to float64 rounding. Other
+    batch splits of the same observations agree to the float32 accuracy of
+    ``update``.
 
     Inside ``sync_context()`` (or after ``sync()``) the states are the merged
     states of all processes, and ``unsync()`` restores the local states.
     The states stay float64 on any dtype conversion of an owning module
-    (``.half()``, ``.to(torch.float16)``, Lightning's "16-true" precision);
-    device moves apply as usual. State memory is O(num_x * num_y), independent
+    (``.half()``, ``.to(torch.float16)``, Lightning's "16-true" precision),
+    while device moves apply as usual. State memory is O(num_x * num_y), independent
     of the number of observations.
 
     Args:
