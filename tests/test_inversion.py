@@ -268,3 +268,13 @@ def test_collect_pairs_union_and_rosetta() -> None:
     assert collect_pairs(dictionary, ["a", "b"], "rosetta", 0.6) == {"a": ([1], [10])}
     with pytest.raises(ValueError, match=r"no rosetta pair with r > 0.95 for models \['a'\]"):
         collect_pairs(dictionary, ["a"], "rosetta", 0.95)
+
+
+def test_gray_targets_become_rgb(mining_dir: Path) -> None:
+    gray = load_targets("skimage", names=["lfw_subset/0"], size=40)
+    assert gray.images.shape == (1, 1, 40, 40)
+    module = InversionModule(str(mining_dir), steps=1, start="random")
+    (entry,) = module.invert_batch({"index": torch.arange(1), "image": gray.images})
+    assert entry["target"].shape == (3, 64, 64)
+    torch.testing.assert_close(entry["target"][0], entry["target"][2])
+    assert entry["label"] == -1
