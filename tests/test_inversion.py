@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from rosetta_pl.callbacks import TranslationMetrics
+from rosetta_pl.callbacks.translation import lpips_weights_available
 from rosetta_pl.edits import CopyPaste, Shift
 from rosetta_pl.inversion import InversionModule, collect_pairs
 from rosetta_pl.io import load_dictionary, load_stats
@@ -164,7 +165,7 @@ def test_fit_requires_one_epoch(mining_dir: Path, tmp_path: Path) -> None:
 def test_predict_and_validate_under_inference_mode(mining_dir: Path, tmp_path: Path) -> None:
     module = InversionModule(str(mining_dir), steps=3, start="random")
     data = TargetDataModule(source="skimage", names=FACES, size=64, channels=3, batch_size=1)
-    callback = TranslationMetrics(lpips=False)
+    callback = TranslationMetrics(lpips=True)
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
@@ -182,6 +183,11 @@ def test_predict_and_validate_under_inference_mode(mining_dir: Path, tmp_path: P
     assert metrics["num_targets"] == 2
     assert [row["index"] for row in metrics["per_image"]] == [0, 1]
     assert metrics["mean"]["psnr"] == pytest.approx(np.mean([row["psnr"] for row in metrics["per_image"]]))
+    if lpips_weights_available():
+        assert "lpips" in metrics["mean"]
+    else:
+        assert metrics["lpips"].startswith("skipped")
+        assert "lpips" not in metrics["mean"]
     assert (Path(trainer.log_dir) / "translation_validate.png").is_file()
     assert (Path(trainer.log_dir) / "inversion.safetensors").is_file()
 

@@ -34,7 +34,6 @@ comparable with Inception-based FID.
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
     structural_similarity_index_measure,
@@ -51,7 +51,6 @@ from torchvision.utils import make_grid, save_image
 
 from rosetta_pl.io import write_json_atomic, write_tensors_atomic
 
-log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 RESULTS_FILE = "inversion.safetensors"
@@ -169,7 +168,7 @@ class TranslationMetrics(Callback):
 
         use_lpips = self.lpips and lpips_weights_available()
         if self.lpips and not use_lpips:
-            log.info("LPIPS skipped: torchvision's AlexNet weights are not in the torch hub cache")
+            rank_zero_info("LPIPS skipped: torchvision's AlexNet weights are not in the torch hub cache")
         rows = image_metrics(everything, use_lpips)
         means = mean_metrics(rows)
         self.last_metrics = {"stage": stage, "num_targets": len(rows), "mean": means, "per_image": rows}
