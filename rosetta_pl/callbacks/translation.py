@@ -51,7 +51,6 @@ from torchvision.utils import make_grid, save_image
 
 from rosetta_pl.io import write_json_atomic, write_tensors_atomic
 
-
 METRICS_FILE = "metrics.json"
 RESULTS_FILE = "inversion.safetensors"
 
