@@ -19,6 +19,9 @@ import rosetta_pl.strategies  # noqa: F401  (registers the "rosetta_ddp" strateg
 # its running statistics), and the index loaders run in the main process only.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+# The mining loader starts at trainer.global_step, so a mid-epoch resume skips
+# the batches already seen although the loader has no state_dict of its own.
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class RosettaCLI(LightningCLI):
