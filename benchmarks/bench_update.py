@@ -1,8 +1,9 @@
 """Time PairwiseCorrelation.update against a plain float32 matrix product.
 
-Every variant runs in a fresh process, so its peak memory can be measured as
-the growth of the process's maximum resident set size (CPU) or of torch's CUDA
-allocator (GPU) beyond the inputs and the metric states. The floor is
+Every variant runs in a fresh process. Its peak memory is the growth of the
+resident set size (CPU, sampled every millisecond) or of torch's CUDA
+allocator (GPU) during the warm-up and timed steps, beyond the inputs and the metric
+states. The floor is
 ``x.T @ y`` in float32 with the same shapes, which is the least any exact
 single-pass method must do. The error column compares the metric's table with
 a float64 two-pass reference on the first units of each side.
@@ -18,6 +19,7 @@ import argparse
 import multiprocessing
 import resource
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -82,19 +84,50 @@ def reference_error(table: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> fl
     return float((block - expected).abs().nan_to_num(nan=float("inf")).max())
 
 
-def start_memory_tracking(device: str) -> int:
-    """Return the memory in use now, in bytes, and start tracking the peak from here."""
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device)
-    # ru_maxrss is in KiB on Linux. It is a high-water mark of the process.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def resident_set_bytes() -> int:
+    """Return the current resident set size of this process (Linux /proc)."""
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    return resident_pages * resource.getpagesize()
 
 
-def peak_memory_bytes(device: str) -> int:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+class PeakMemorySampler:
+    """Track peak memory from now on: torch's allocator on CUDA, sampled RSS on CPU.
+
+    The CPU peak is sampled every millisecond by a thread, so a peak shorter
+    than that can be missed.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, resident_set_bytes())
+            time.sleep(0.001)
+
+    def __enter__(self) -> PeakMemorySampler:
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+        else:
+            self.baseline = resident_set_bytes()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.device.startswith("cuda"):
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+
+    @property
+    def peak_extra_bytes(self) -> int:
+        return max(self.peak - self.baseline, 0)
 
 
 def synchronize(device: str) -> None:
@@ -121,20 +154,18 @@ def run_variant(variant: Variant, config: Config) -> Result:
         else:
             metric.update(x, y)
 
-    # The baseline includes the inputs and the metric states, because the
-    # CPU high-water mark cannot be reset after the warm-up step.
-    synchronize(config.device)
-    baseline = start_memory_tracking(config.device)
-    step()  # warm-up
-    synchronize(config.device)
-
-    start = time.perf_counter()
-    for _ in range(config.steps):
+    # The warm-up step runs inside the sampler because it makes the first
+    # allocations, which the C allocator may keep and reuse in later steps.
+    with PeakMemorySampler(config.device) as memory:
         step()
-    synchronize(config.device)
-    elapsed = time.perf_counter() - start
+        synchronize(config.device)
+        start = time.perf_counter()
+        for _ in range(config.steps):
+            step()
+        synchronize(config.device)
+        elapsed = time.perf_counter() - start
 
-    peak_extra = peak_memory_bytes(config.device) - baseline
+    peak_extra = memory.peak_extra_bytes
     error = None if variant == "floor" else reference_error(metric.compute(), x, y)
     return Result(elapsed / config.steps, peak_extra / 2**20, error)
 
@@ -166,7 +197,7 @@ def format_table(config: Config, results: dict[str, Result]) -> str:
         "",
         f"Metric state: {state_mib:.1f} MiB of float64, independent of N. "
         "Peak extra memory is the growth beyond the inputs and the states "
-        "(CPU: of the maximum resident set size, GPU: of torch's allocator).",
+        "(CPU: of the resident set size sampled every millisecond, GPU: of torch's allocator).",
     ]
     return "\n".join(lines)
 
