@@ -43,7 +43,7 @@ from torch import nn
 
 from rosetta_pl import zoo
 from rosetta_pl.edits import MapEdit
-from rosetta_pl.io import load_dictionary, load_stats
+from rosetta_pl.io import load_dictionary, load_stats, resolve_run_dir
 from rosetta_pl.maps import stack_units
 from rosetta_pl.targets import convert_image_channels, resize_images
 
@@ -105,7 +105,8 @@ class InversionModule(LightningModule):
 
     Args:
         mining_dir: folder of a finished mining run (it contains ``dictionary.json``,
-            ``stats.safetensors`` and ``tables.safetensors``).
+            ``stats.safetensors`` and ``tables.safetensors``), or a folder above runs
+            such as the mining run's ``default_root_dir``, whose newest finished run is taken.
         generator: expected zoo name of the generator; a mining run made with another
             one is rejected. None accepts the run's generator.
         grid_size: expected mining grid (an int for a square grid); a run made on
@@ -181,7 +182,7 @@ class InversionModule(LightningModule):
         self.edit = edit
         self.candidate_batch_size = candidate_batch_size
         self.optimize_class = optimize_class
-        self.mining_dir = Path(mining_dir)
+        self.mining_dir = resolve_run_dir(mining_dir)
 
         # Read the run and check it against the configuration before building anything.
         dictionary = load_dictionary(self.mining_dir)

@@ -66,8 +66,27 @@ def write_tensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLi
     replace_atomically(Path(path), lambda temporary: save_file(contiguous, temporary))
 
 
+def resolve_run_dir(path: str | os.PathLike) -> Path:
+    """Return the mining run folder that ``path`` names.
+
+    ``path`` is either a run folder (it contains ``dictionary.json``) or a folder
+    above run folders, such as a ``--trainer.default_root_dir``: then the run of
+    the highest ``version_N`` below it, directly or under ``lightning_logs/``, that
+    has a ``dictionary.json`` is taken.
+    """
+    path = Path(path)
+    if (path / DICTIONARY_FILE).is_file():
+        return path
+    runs = [run.parent for run in path.glob(f"version_*/{DICTIONARY_FILE}")]
+    runs += [run.parent for run in path.glob(f"lightning_logs/version_*/{DICTIONARY_FILE}")]
+    numbered = [run for run in runs if run.name.removeprefix("version_").isdigit()]
+    if not numbered:
+        return path
+    return max(numbered, key=lambda run: int(run.name.removeprefix("version_")))
+
+
 def _require_file(run_dir: Path, name: str) -> Path:
-    path = run_dir / name
+    path = resolve_run_dir(run_dir) / name
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: expected the folder of a finished mining run "

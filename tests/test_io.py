@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rosetta_pl.io import load_dictionary, write_json_atomic, write_tensors_atomic
+from rosetta_pl.io import load_dictionary, resolve_run_dir, write_json_atomic, write_tensors_atomic
 from safetensors.torch import load_file
 
 
@@ -42,3 +42,13 @@ def test_wrong_format_is_rejected(tmp_path):
     write_json_atomic({"format": "something/else"}, tmp_path / "dictionary.json")
     with pytest.raises(ValueError, match="format 'something/else'"):
         load_dictionary(tmp_path)
+
+
+def test_run_folder_found_below_root(tmp_path):
+    for version in (0, 2, 10):
+        run = tmp_path / "lightning_logs" / f"version_{version}"
+        write_json_atomic({"format": "rosetta_pl.dictionary/1", "version": version}, run / "dictionary.json")
+    (tmp_path / "lightning_logs" / "version_11").mkdir()  # a run that has not finished
+    assert resolve_run_dir(tmp_path) == tmp_path / "lightning_logs" / "version_10"
+    assert load_dictionary(tmp_path)["version"] == 10
+    assert resolve_run_dir(tmp_path / "lightning_logs" / "version_2").name == "version_2"
