@@ -50,7 +50,7 @@ def mining_command(devices: int, num_samples: int, batch_size: int, root_dir: Pa
 
 
 def run_mining(devices: int, num_samples: int, batch_size: int, work_dir: Path) -> tuple[float, dict[str, float], Path]:
-    """Run the command once and return its wall-clock seconds, the FitTimer record and the tables file."""
+    """Run the command once and return its wall-clock seconds, the FitTimer record and the run folder."""
     root_dir = Path(tempfile.mkdtemp(prefix=f"devices{devices}_", dir=work_dir))
     timer_path = root_dir / "fit_timer.json"
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))

@@ -10,13 +10,13 @@ and PNet, seed 0) the script times:
   self product that mining adds for concept clusters;
 - rosetta_pl's mining through ``Trainer.fit`` (one CPU device, no logger,
   checkpoints or progress bar): the training loop alone and the whole fit;
-- the reference method, re-implemented from its published description: a
+- the reference method, re-implemented from its published description. A
   first pass takes each unit's mean as the average of per-batch means and its
-  std as the square root of the average of per-batch variances; a second pass
-  z-scores every map and, for every pair of (generator layer, discriminative
-  layer), upsamples both maps bilinearly to the larger of the two sizes,
+  std as the square root of the average of per-batch variances. A second pass
+  z-scores every map. For every pair of (generator layer, discriminative
+  layer) it upsamples both maps bilinearly to the larger of the two sizes and
   computes per batch the cosine of the z-scored maps over batch and positions
-  for every unit pair, sets NaN to 0 and averages the per-batch tables;
+  for every unit pair. It sets NaN to 0 and averages the per-batch tables;
 - rosetta_pl's ``PairwiseCorrelation`` fed with the reference's maps (each
   layer pair at the larger size), in one pass.
 

@@ -9,7 +9,7 @@ float32 product ``x.T @ y`` of the same shapes.
 Every measurement runs in a fresh process, so the peak memory is that
 process's maximum resident set size (``getrusage``), which cannot be reset.
 For mining, the growth after the first step shows whether memory depends on
-the number of samples; for the metric, the growth is taken beyond the inputs
+the number of samples. For the metric, the growth is taken beyond the inputs
 and the metric's float64 states.
 
 Usage:

@@ -49,7 +49,7 @@ def build_networks(models: Sequence[str]) -> tuple[Generator, dict[str, UnitMode
 
 
 def latent_batches(generator: Generator, num_samples: int, batch_size: int, seed: int = 0) -> list[torch.Tensor]:
-    """Return the latents of samples 0 .. num_samples - 1 in batches, as one mining process sees them."""
+    """Return the latents of samples 0 .. num_samples - 1 in batches, as one mining process receives them."""
     indices = torch.arange(num_samples)
     return [generator.latents(chunk, seed) for chunk in indices.split(batch_size)]
 
