@@ -18,6 +18,8 @@ import rosetta_pl.strategies  # noqa: F401  (registers the "rosetta_ddp" strateg
 # Mining and inversion keep every network in eval mode on purpose (batch norm uses
 # its running statistics), and the index loaders run in the main process only.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Neither module has an optimiser of Lightning's: inversion runs its own per batch.
+warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 # The mining loader starts at trainer.global_step, so a mid-epoch resume skips
 # the batches already seen although the loader has no state_dict of its own.
