@@ -100,6 +100,8 @@ class MiningModule(LightningModule):
         min_rosetta: size below which the relaxed set is added.
         cluster_similarity: minimum average correlation of the generator maps of
             Rosetta neurons that form one concept.
+        cluster_samples: samples (the first ones of the run) over which the
+            correlation of the Rosetta neurons' generator maps is measured for clustering.
         num_summary_pairs: strongest pairs printed in the summary.
     """
 
@@ -113,6 +115,7 @@ class MiningModule(LightningModule):
         relaxed_k: int = 3,
         min_rosetta: int = 4,
         cluster_similarity: float = 0.5,
+        cluster_samples: int = 512,
         num_summary_pairs: int = 5,
     ) -> None:
         super().__init__()
@@ -136,8 +139,6 @@ class MiningModule(LightningModule):
         self.correlations = nn.ModuleDict(
             {name: PairwiseCorrelation(num_x, model.num_units) for name, model in self.models.items()}
         )
-        # Correlation of the generator's units among themselves, for concept clusters.
-        self.generator_correlation = PairwiseCorrelation(num_x, num_x)
         self._result: MiningResult | None = None
         self._run_dir: Path | None = None
 
@@ -173,7 +174,6 @@ class MiningModule(LightningModule):
         with torch.no_grad():
             images, generator_maps = self.generator.generate(latents, return_maps=True)
             x = self._observations(generator_maps, self.generator)
-            self.generator_correlation.update(x, x)
             for name, model in self.models.items():
                 y = self._observations(model.unit_maps(images), model)
                 self.correlations[name].update(x, y)
@@ -226,9 +226,29 @@ class MiningModule(LightningModule):
         if self._result is None:
             tables = {name: metric.compute() for name, metric in self.correlations.items()}
             stats = {name: metric.stats() for name, metric in self.correlations.items()}
-            generator_table = self.generator_correlation.compute()
-            self._result = build_result(self, tables, stats, generator_table)
+            self._result = build_result(self, tables, stats, self.generator_similarity)
         return self._result
+
+    @torch.no_grad()
+    def generator_similarity(self, units: torch.Tensor) -> torch.Tensor:
+        """Return the (R, R) float64 Pearson table of the given generator units' maps.
+
+        Measured on the first ``cluster_samples`` samples of the run, regenerated
+        here: clustering needs the correlation among the few Rosetta neurons
+        only, which is far cheaper than a full (Ug, Ug) table at every step.
+        Every process computes it alone, from the same samples.
+        """
+        datamodule = self.trainer.datamodule
+        total = min(self.hparams.cluster_samples, datamodule.num_samples)
+        metric = PairwiseCorrelation(len(units), len(units), sync_on_compute=False).to(self.device)
+        columns = units.to(self.device)
+        for start in range(0, total, datamodule.batch_size):
+            indices = torch.arange(start, min(start + datamodule.batch_size, total))
+            latents = self.generator.latents(indices, self._data_seed()).to(self.device)
+            _, maps = self.generator.generate(latents, return_maps=True)
+            x = self._observations(maps, self.generator)[:, columns]
+            metric.update(x, x)
+        return metric.compute()
 
     def run_dir(self) -> Path:
         """Return the folder that receives the outputs: the logger's version folder.
@@ -258,7 +278,6 @@ class MiningModule(LightningModule):
 
     def _metrics_by_prefix(self) -> dict[str, PairwiseCorrelation]:
         metrics = {f"correlations.{name}.": metric for name, metric in self.correlations.items()}
-        metrics["generator_correlation."] = self.generator_correlation
         return metrics
 
     def _process_rank(self) -> int:

@@ -7,6 +7,7 @@ everything here is plain tensors, JSON and files.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,13 @@ def build_result(
     module: Any,
     tables: dict[str, torch.Tensor],
     metric_stats: dict[str, dict[str, torch.Tensor]],
-    generator_table: torch.Tensor,
+    generator_similarity: Callable[[torch.Tensor], torch.Tensor],
 ) -> MiningResult:
-    """Match the tables of a :class:`~rosetta_pl.mining.MiningModule` and describe them."""
+    """Match the tables of a :class:`~rosetta_pl.mining.MiningModule` and describe them.
+
+    ``generator_similarity(units)`` returns the (R, R) correlation of the given
+    generator units' maps, which the concept clusters are cut from.
+    """
     hparams = module.hparams
     tables = {name: table.detach().cpu() for name, table in tables.items()}
     generator = module.generator
@@ -136,7 +141,7 @@ def build_result(
         relaxed = rosetta_set(tables, k=hparams.relaxed_k)
     shown = strict if len(strict.units) > 0 or relaxed is None else relaxed
     units = shown.units
-    similarity = generator_table.detach().cpu()[units][:, units]
+    similarity = generator_similarity(units).detach().cpu()
     clusters = cluster_concepts(similarity, min_similarity=hparams.cluster_similarity)
 
     buddy_records = {}

@@ -83,6 +83,18 @@ def test_dictionary_schema(run_dir):
         assert set(neuron["partners"]) == {"onet", "rnet", "pnet"}
 
 
+def test_clusters_cover_rosetta_neurons(run_dir):
+    dictionary = json.loads((run_dir / "dictionary.json").read_text())
+    rosetta = dictionary["rosetta"]["neurons"] or dictionary["rosetta_relaxed"]["neurons"]
+    units = sorted(neuron["generator"]["unit"] for neuron in rosetta)
+    clustered = sorted(unit for cluster in dictionary["clusters"] for unit in cluster["generator_units"])
+    assert units
+    assert clustered == units
+    if dictionary["rosetta"]["neurons"]:
+        labels = {neuron["cluster"] for neuron in dictionary["rosetta"]["neurons"]}
+        assert labels == {cluster["id"] for cluster in dictionary["clusters"]}
+
+
 def test_tables_match_float64_reference(run_dir):
     dictionary = json.loads((run_dir / "dictionary.json").read_text())
     tables = load_file(str(run_dir / "tables.safetensors"))
