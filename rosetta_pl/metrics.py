@@ -23,7 +23,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["PairwiseCorrelation"]
+__all__ = ["PairwiseCorrelation", "PreparedObservations", "prepare_observations"]
 
 _STATE_NAMES = ("count", "mean_x", "mean_y", "m2_x", "m2_y", "cxy")
 
@@ -141,7 +141,67 @@ def _full_precision_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
+@dataclass(frozen=True)
+class _CentredBlock:
+    """One block of observations centred and rescaled by :func:`_centre_and_scale`."""
+
+    mean: Tensor  # (U,) float64
+    scaled: Tensor  # (n, U) float32 or float64
+    scale: Tensor  # (U,) float64
+    residual: Tensor  # (U,) float64
+    m2: Tensor  # (U,) float64 centred sum of squares
+
+
+def _centre_block(values: Tensor, name: str) -> _CentredBlock:
+    mean, scaled, scale, residual = _centre_and_scale(values, name)
+    count = values.shape[0]
+    m2 = torch.linalg.vecdot(scaled, scaled, dim=0).double() * scale.square()
+    m2 = (m2 - count * residual.square()).clamp_(min=0)
+    return _CentredBlock(mean, scaled, scale, residual, m2)
+
+
+@dataclass(frozen=True)
+class PreparedObservations:
+    """Observations of the ``x`` side, centred and rescaled once for several metrics.
+
+    Made by :func:`prepare_observations`; pass it as ``x`` to the ``update`` of
+    every :class:`PairwiseCorrelation` that shares these observations, for
+    example one metric per discriminative model against the same generator
+    units. The result is the same as passing the tensor itself.
+    """
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+    blocks: tuple[_CentredBlock, ...]
+
+
+def prepare_observations(x: Tensor, device: torch.device | str | None = None) -> PreparedObservations:
+    """Centre and rescale (N, U) observations block by block for :meth:`PairwiseCorrelation.update`.
+
+    Args:
+        x: (N, U) observations, any floating dtype; half precision is upcast to float32.
+        device: device of the metrics that will use them (default: the device of ``x``).
+
+    Raises:
+        ValueError: If ``x`` is not a 2-D floating tensor or contains NaN or infinite values.
+    """
+    if not isinstance(x, Tensor) or x.ndim != 2 or not x.is_floating_point():
+        raise ValueError(f"x must be a 2-D floating tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    device = torch.device(device) if device is not None else x.device
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    blocks = tuple(
+        _centre_block(block.detach().to(device=device, dtype=dtype), "x") for block in x.split(_BLOCK_ROWS)
+    )
+    return PreparedObservations((int(x.shape[0]), int(x.shape[1])), dtype, device, blocks)
+
+
 def _block_moments(x: Tensor, y: Tensor) -> _Moments:
+    """Compute the moments of one block of rows; see :func:`_prepared_block_moments`."""
+    return _prepared_block_moments(_centre_block(x, "x"), _centre_block(y, "y"))
+
+
+def _prepared_block_moments(block_x: _CentredBlock, block_y: _CentredBlock) -> _Moments:
     """Compute the moments of one block of rows with one float32 (or float64) matrix product.
 
     Each unit is centred on an approximate batch mean and rescaled by a power
@@ -150,18 +210,18 @@ def _block_moments(x: Tensor, y: Tensor) -> _Moments:
     for the small mean that remains after the approximate mean is subtracted.
 
     Args:
-        x: (N, num_x) float32 or float64 observations, N >= 1.
-        y: (N, num_y) float32 or float64 observations. The product is float64
-            only when both ``x`` and ``y`` are float64.
+        block_x: (N, num_x) centred float32 or float64 observations, N >= 1.
+        block_y: (N, num_y) centred observations. The product is float64 only
+            when both sides are float64.
 
     Returns:
         The float64 moments of the block.
     """
-    count = x.shape[0]
-    mean_x, scaled_x, scale_x, residual_x = _centre_and_scale(x, "x")
-    mean_y, scaled_y, scale_y, residual_y = _centre_and_scale(y, "y")
+    count = block_x.scaled.shape[0]
+    scaled_x, scale_x, residual_x = block_x.scaled, block_x.scale, block_x.residual
+    scaled_y, scale_y, residual_y = block_y.scaled, block_y.scale, block_y.residual
 
-    both_float64 = x.dtype == torch.float64 and y.dtype == torch.float64
+    both_float64 = scaled_x.dtype == torch.float64 and scaled_y.dtype == torch.float64
     product_dtype = torch.float64 if both_float64 else torch.float32
     with _full_precision_matmul():
         product = scaled_x.to(product_dtype).T @ scaled_y.to(product_dtype)  # (num_x, num_y)
@@ -170,17 +230,13 @@ def _block_moments(x: Tensor, y: Tensor) -> _Moments:
     # around their own mean.
     cxy = product.double().mul_(torch.outer(scale_x, scale_y))
     cxy.addr_(residual_x, residual_y, alpha=-count)
-    m2_x = torch.linalg.vecdot(scaled_x, scaled_x, dim=0).double() * scale_x.square()
-    m2_x = (m2_x - count * residual_x.square()).clamp_(min=0)
-    m2_y = torch.linalg.vecdot(scaled_y, scaled_y, dim=0).double() * scale_y.square()
-    m2_y = (m2_y - count * residual_y.square()).clamp_(min=0)
 
     return _Moments(
-        count=torch.tensor(float(count), dtype=torch.float64, device=x.device),
-        mean_x=mean_x,
-        mean_y=mean_y,
-        m2_x=m2_x,
-        m2_y=m2_y,
+        count=torch.tensor(float(count), dtype=torch.float64, device=scaled_x.device),
+        mean_x=block_x.mean,
+        mean_y=block_y.mean,
+        m2_x=block_x.m2,
+        m2_y=block_y.m2,
         cxy=cxy,
     )
 
@@ -291,12 +347,14 @@ class PairwiseCorrelation(Metric):
             values[name] = value.to(device=self.count.device, dtype=torch.float64)
         return _Moments(**values)
 
-    def update(self, x: Tensor, y: Tensor) -> None:
+    def update(self, x: Tensor | PreparedObservations, y: Tensor) -> None:
         """Add N observations.
 
         Args:
             x: (N, num_x) observations of the first set of units, any floating
-                dtype. Half-precision inputs are upcast to float32. When both
+                dtype, or the same observations made once by
+                :func:`prepare_observations` to share them between metrics.
+                Half-precision inputs are upcast to float32. When both
                 inputs are float64 the products and row sums are float64,
                 which took about twice as long in benchmarks/bench_update.py
                 and gives correlations to about 1e-12. Otherwise they are
@@ -309,24 +367,42 @@ class PairwiseCorrelation(Metric):
             ValueError: If a shape does not match, the row counts differ, or an
                 input contains NaN or infinite values.
         """
-        _check_observations("x", x, self.num_x)
+        prepared = x if isinstance(x, PreparedObservations) else None
+        if prepared is not None:
+            if prepared.shape[1] != self.num_x:
+                raise ValueError(f"x must have shape (N, {self.num_x}), got {prepared.shape}")
+            num_rows = prepared.shape[0]
+        else:
+            _check_observations("x", x, self.num_x)
+            num_rows = x.shape[0]
         _check_observations("y", y, self.num_y)
-        if x.shape[0] != y.shape[0]:
+        if num_rows != y.shape[0]:
+            x_shape = prepared.shape if prepared is not None else tuple(x.shape)
             raise ValueError(
-                f"x and y must have the same number of rows, got x {tuple(x.shape)} and y {tuple(y.shape)}"
+                f"x and y must have the same number of rows, got x {x_shape} and y {tuple(y.shape)}"
             )
-        if x.shape[0] == 0:
+        if num_rows == 0:
             return
 
-        dtype_x = torch.float64 if x.dtype == torch.float64 else torch.float32
-        dtype_y = torch.float64 if y.dtype == torch.float64 else torch.float32
         device = self.count.device
+        if prepared is not None:
+            if prepared.device != device:
+                raise ValueError(
+                    f"x was prepared on {prepared.device} but the metric is on {device}; "
+                    "pass device= to prepare_observations"
+                )
+            blocks_x = prepared.blocks
+        else:
+            dtype_x = torch.float64 if x.dtype == torch.float64 else torch.float32
+            blocks_x = x.split(_BLOCK_ROWS)
+        dtype_y = torch.float64 if y.dtype == torch.float64 else torch.float32
         moments = self._moments()
         # The states change only after every block passed the NaN check.
-        for block_x, block_y in zip(x.split(_BLOCK_ROWS), y.split(_BLOCK_ROWS), strict=True):
-            block_x = block_x.detach().to(device=device, dtype=dtype_x)
-            block_y = block_y.detach().to(device=device, dtype=dtype_y)
-            moments = _merge_moments(moments, _block_moments(block_x, block_y))
+        for block_x, block_y in zip(blocks_x, y.split(_BLOCK_ROWS), strict=True):
+            if prepared is None:
+                block_x = _centre_block(block_x.detach().to(device=device, dtype=dtype_x), "x")
+            centred_y = _centre_block(block_y.detach().to(device=device, dtype=dtype_y), "y")
+            moments = _merge_moments(moments, _prepared_block_moments(block_x, centred_y))
         self._set_moments(moments)
 
     def compute(self) -> Tensor:

@@ -26,7 +26,7 @@ from torch import nn
 
 from rosetta_pl import zoo
 from rosetta_pl.maps import ResizeMode, stack_units, to_observations
-from rosetta_pl.metrics import PairwiseCorrelation
+from rosetta_pl.metrics import PairwiseCorrelation, prepare_observations
 from rosetta_pl.mining_results import MiningResult, build_result, summarise_result, write_result
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ class MiningModule(LightningModule):
         latents = self.generator.latents(indices.cpu(), seed).to(self.device)
         with torch.no_grad():
             images, generator_maps = self.generator.generate(latents, return_maps=True)
-            x = self._observations(generator_maps, self.generator)
+            # The generator side is centred once and shared by every model's update.
+            x = prepare_observations(self._observations(generator_maps, self.generator), device=self.device)
             for name, model in self.models.items():
                 y = self._observations(model.unit_maps(images), model)
                 self.correlations[name].update(x, y)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from rosetta_pl.metrics import PairwiseCorrelation
+from rosetta_pl.metrics import PairwiseCorrelation, prepare_observations
 
 
 def reference_table(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -459,3 +459,27 @@ def test_pickle_and_clone_keep_behaviour() -> None:
 
     for copy in copies:
         assert torch.equal(copy.compute(), metric.compute())
+
+
+def test_prepared_x_matches_tensor_x():
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(300, 5, generator=generator) * 3 + 100
+    ys = [torch.randn(300, 4, generator=generator), torch.randn(300, 6, generator=generator)]
+    prepared = prepare_observations(x)
+    for y in ys:
+        direct = PairwiseCorrelation(5, y.shape[1])
+        shared = PairwiseCorrelation(5, y.shape[1])
+        direct.update(x, y)
+        shared.update(prepared, y)
+        for name, value in direct.state_dict().items():
+            assert torch.equal(value, shared.state_dict()[name]), name
+
+
+def test_prepared_x_checks_shapes():
+    prepared = prepare_observations(torch.randn(10, 3))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 4\), got \(10, 3\)"):
+        PairwiseCorrelation(4, 2).update(prepared, torch.randn(10, 2))
+    with pytest.raises(ValueError, match="same number of rows"):
+        PairwiseCorrelation(3, 2).update(prepared, torch.randn(9, 2))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        prepare_observations(torch.tensor([[float("nan")]]))
