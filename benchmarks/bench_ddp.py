@@ -97,7 +97,9 @@ def main(argv: list[str]) -> None:
     baseline: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_ddp_") as work_dir:
         for devices in (1, 2):
-            results = [run_mining(devices, args.num_samples, args.batch_size, Path(work_dir)) for _ in range(args.repeats)]
+            results = [
+                run_mining(devices, args.num_samples, args.batch_size, Path(work_dir)) for _ in range(args.repeats)
+            ]
             command = median([seconds for seconds, _, _ in results])
             fit = median([record["fit_seconds"] for _, record, _ in results])
             loop = median([record["loop_seconds"] for _, record, _ in results])

@@ -106,7 +106,10 @@ def time_products(rows: list[int], num_x: int, num_y: list[int], repeats: int) -
     """Return the median seconds of all float32 (N, num_x)^T @ (N, num_y) products of one pass."""
     generator = torch.Generator().manual_seed(0)
     inputs = [
-        (torch.randn(count, num_x, generator=generator), [torch.randn(count, units, generator=generator) for units in num_y])
+        (
+            torch.randn(count, num_x, generator=generator),
+            [torch.randn(count, units, generator=generator) for units in num_y],
+        )
         for count in sorted(set(rows))
     ]
     by_rows = {x.shape[0]: (x, ys) for x, ys in inputs}

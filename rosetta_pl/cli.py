@@ -14,7 +14,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import rosetta_pl.strategies  # noqa: F401  (registers the "rosetta_ddp" strategies)
 
-
 # Mining and inversion keep every network in eval mode on purpose (batch norm uses
 # its running statistics), and the index loaders run in the main process only.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")

@@ -3,9 +3,9 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from rosetta_pl.io import load_dictionary, resolve_run_dir, write_json_atomic, write_tensors_atomic
-from safetensors.torch import load_file
 
 
 def test_json_write_failure_keeps_old_file(tmp_path):
