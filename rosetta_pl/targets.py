@@ -35,6 +35,8 @@ from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 
+from rosetta_pl.zoo.base import convert_channels
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 SKIMAGE_PHOTOGRAPHS = ("astronaut", "astronaut_face", "chelsea", "coffee", "camera")
 # The astronaut's face in skimage.data.astronaut(): rows 45 to 164 and columns 180 to 299.
@@ -223,12 +225,7 @@ def convert_image_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
             f"target images of shape {tuple(images.shape)} are neither RGB nor gray: "
             "expected (N, C, H, W) with C = 1 or 3"
         )
-    if images.shape[1] == channels:
-        return images
-    if channels == 3:
-        return images.expand(-1, 3, -1, -1).contiguous()
-    luma = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
-    return (images * luma.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    return convert_channels(images, channels).contiguous()
 
 
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
