@@ -35,3 +35,25 @@ def test_resume_skips_done_steps():
 def test_datamodule_rejects_bad_sample_count(value):
     with pytest.raises(ValueError, match="num_samples must be a positive integer"):
         LatentIndexDataModule(num_samples=value)
+
+
+def test_resume_on_other_world_size_covers_rest():
+    # Two steps on one process of 8 consumed samples 0..15; two processes take the rest.
+    taken = []
+    for rank in range(2):
+        resumed = StepIndices(50, 8, rank, 2, start_step=2, samples_done=16)
+        assert len(resumed) == 2 + 3
+        taken.extend(index for batch in resumed for index in batch.tolist())
+    assert sorted(taken) == list(range(16, 50))
+
+
+def test_checkpoint_state_rejects_other_seed():
+    datamodule = LatentIndexDataModule(num_samples=64, seed=1)
+    with pytest.raises(ValueError, match="mined with data.seed 0, but this run has data.seed 1"):
+        datamodule.load_state_dict({"samples_done": 32, "global_step": 1, "seed": 0})
+
+
+def test_checkpoint_state_rejects_fewer_samples():
+    datamodule = LatentIndexDataModule(num_samples=16, seed=0)
+    with pytest.raises(ValueError, match="already consumed 32 samples, more than data.num_samples 16"):
+        datamodule.load_state_dict({"samples_done": 32, "global_step": 1, "seed": 0})

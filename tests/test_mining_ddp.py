@@ -62,3 +62,11 @@ def test_two_process_resume_equals_full_run(tmp_path, single):
     assert json.loads((stopped / "dictionary.json").read_text())["data"]["samples_seen"] == 64
     resumed = run_cli(tmp_path, 2, "--ckpt_path", str(stopped / "checkpoints" / "last.ckpt"))
     assert max_difference(single, resumed) <= 1e-12
+
+
+@pytest.mark.parametrize(("stopped_on", "resumed_on"), [(1, 2), (2, 1)])
+def test_resume_on_other_process_count(tmp_path, single, stopped_on, resumed_on):
+    stopped = run_cli(tmp_path, stopped_on, "--trainer.max_steps", "2")
+    resumed = run_cli(tmp_path, resumed_on, "--ckpt_path", str(stopped / "checkpoints" / "last.ckpt"))
+    assert json.loads((resumed / "dictionary.json").read_text())["data"]["samples_seen"] == 100
+    assert max_difference(single, resumed) <= 1e-12
