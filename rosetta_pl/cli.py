@@ -7,6 +7,8 @@ make one pass over their data, so ``trainer.max_epochs`` defaults to 1.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -30,6 +32,33 @@ class RosettaCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.set_defaults({"trainer.max_epochs": 1})
+
+    def instantiate_classes(self) -> None:
+        """Build the model, data and trainer; a config error exits with its message alone.
+
+        jsonargparse wraps an error raised while a class is built in a report
+        on every type it tried; the first error raised is the one that names
+        the value and the fix, so only that one is printed. Set
+        ``ROSETTA_DEBUG=1`` to get the full traceback instead.
+        """
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            if os.environ.get("ROSETTA_DEBUG"):
+                raise
+            print(f"error: {first_cause(error)}", file=sys.stderr)
+            raise SystemExit(2) from error
+
+
+def first_cause(error: BaseException) -> BaseException:
+    """Return the innermost exception of ``error``'s cause and context chain."""
+    seen = {id(error)}
+    while True:
+        inner = error.__cause__ or error.__context__
+        if inner is None or id(inner) in seen:
+            return error
+        seen.add(id(inner))
+        error = inner
 
 
 def main(args: list[str] | None = None) -> RosettaCLI:

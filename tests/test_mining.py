@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -144,10 +145,20 @@ def test_stop_and_resume_equals_full_run(tmp_path, run_dir):
         (["--model.init_args.generator.truncation", "1.5"], r"truncation must lie in \(0, 1\]"),
     ],
 )
-def test_bad_model_input_is_rejected(tmp_path, override, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_model_input_is_rejected(tmp_path, capsys, override, message):
+    with pytest.raises(SystemExit) as raised:
         mine(tmp_path, *override)
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert re.search("^error: .*" + message, error, re.MULTILINE), error
+    assert "Traceback" not in error
     assert not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_debug_variable_shows_original_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROSETTA_DEBUG", "1")
+    with pytest.raises(ValueError, match="grid_size must be a positive integer"):
+        mine(tmp_path, "--model.init_args.grid_size", "0")
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "abc", "2.5"])
