@@ -22,7 +22,9 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 # Neither module has an optimiser of Lightning's: inversion runs its own per batch.
 warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-# The mining loader starts at trainer.global_step, so a mid-epoch resume skips
+# Checkpoints of mining hold the statistics after each step, which is what resuming needs.
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
+# The mining loader resumes after the samples its checkpoint consumed, so a mid-epoch resume skips
 # the batches already seen although the loader has no state_dict of its own.
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from rosetta_pl.targets import (
     stack_images,
 )
 
-ZOO = Path(__file__).resolve().parents[1] / ".." / "shared" / "zoo"
+ZOO = Path(os.environ.get("ROSETTA_ZOO_DIR", Path(__file__).resolve().parents[2] / "shared" / "zoo"))
 needs_zoo = pytest.mark.skipif(
     not (ZOO / "mnist_t10k_images.idx3.gz").exists(),
     reason=f"offline zoo folder {ZOO} with the MNIST and CIFAR-10 test images is absent",
