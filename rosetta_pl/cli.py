@@ -24,8 +24,8 @@ warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizer
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 # Checkpoints of mining hold the statistics after each step, which is what resuming needs.
 warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
-# The mining loader resumes after the samples its checkpoint consumed, so a mid-epoch resume skips
-# the batches already seen although the loader has no state_dict of its own.
+# The mining data module resumes after the samples its checkpoint consumed,
+# which Lightning cannot tell from the loader itself.
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
@@ -49,7 +50,7 @@ from torchmetrics.functional.image import (
 )
 from torchvision.utils import make_grid, save_image
 
-from rosetta_pl.io import write_json_atomic, write_tensors_atomic
+from rosetta_pl.io import replace_atomically, write_json_atomic, write_tensors_atomic
 
 METRICS_FILE = "metrics.json"
 RESULTS_FILE = "inversion.safetensors"
@@ -179,8 +180,9 @@ class TranslationMetrics(Callback):
         if self.save_results:
             write_tensors_atomic(_stack_results(ordered), log_dir / RESULTS_FILE)
         grid = _pair_grid(ordered[: self.max_grid_rows])
-        save_image(grid, log_dir / f"translation_{stage}.png")
+        replace_atomically(log_dir / f"translation_{stage}.png", lambda path: save_image(grid, path, format="png"))
         self._log(trainer, stage, rows, means, grid)
+        rank_zero_info(summarise_metrics(stage, means, len(rows), log_dir))
 
     def _log(
         self,
@@ -204,6 +206,13 @@ class TranslationMetrics(Callback):
             experiment.add_image(f"translation/{stage}/target_result", grid, global_step=step)
 
 
+def summarise_metrics(stage: str, means: dict[str, float], num_targets: int, log_dir: Path) -> str:
+    """Return the lines printed after a pass: mean metrics and where the outputs went."""
+    names = ("psnr", "ssim", "lpips", "correlation_start", "correlation_end")
+    values = ", ".join(f"{name} {means[name]:.3f}" for name in names if name in means)
+    return f"inverted {num_targets} targets ({stage}); means: {values}\noutputs written to {log_dir}"
+
+
 def _stack_results(results: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return {
         "index": torch.tensor([entry["index"] for entry in results], dtype=torch.long),
@@ -225,4 +234,8 @@ def _pair_grid(results: list[dict[str, Any]]) -> torch.Tensor:
     stacked = torch.stack(tiles).float()
     if stacked.shape[1] == 1:
         stacked = stacked.expand(-1, 3, -1, -1)
+    if stacked.shape[-1] < 128:
+        # Small generator outputs (28 or 64 pixels) are enlarged for viewing only.
+        scale = 128 // stacked.shape[-1]
+        stacked = F.interpolate(stacked, scale_factor=scale, mode="nearest")
     return make_grid(stacked, nrow=2, padding=2, pad_value=1.0)
