@@ -91,7 +91,9 @@ def _require_file(run_dir: Path, name: str) -> Path:
         raise FileNotFoundError(
             f"{path} not found: expected the folder of a finished mining run "
             f"(it holds {DICTIONARY_FILE}, {TABLES_FILE} and {STATS_FILE}); "
-            "run `python -m rosetta_pl fit --config configs/mine.yaml` first or fix the path"
+            "fix the path, or mine first on the grid the inversion expects, e.g. "
+            "`python -m rosetta_pl fit --config configs/mine.yaml --model.init_args.grid_size 16 "
+            "--trainer.default_root_dir runs/mine16`"
         )
     return path
 
