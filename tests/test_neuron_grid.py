@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rosetta_pl.callbacks.neuron_grid import NeuronGrid, colorize, overlay, strongest_neurons
+from rosetta_pl.callbacks.neuron_grid import NeuronGrid, colorize, label_grid, overlay, strongest_neurons
 from rosetta_pl.matching import RosettaSet
 
 
@@ -39,3 +39,11 @@ def test_strongest_neurons_rank_by_weakest_partner():
 def test_unknown_colormap_is_rejected():
     with pytest.raises(ValueError, match="unknown colormap 'infernoo'"):
         NeuronGrid(colormap="infernoo")
+
+
+def test_label_grid_adds_margin_and_header():
+    grid = torch.rand(3, 40, 60)
+    labelled = label_grid(grid, ["image", "generator"], [["neuron 0", "generator: main.2[3]"]], 2, 18, 2)
+    assert labelled.shape == (3, 40 + 18, 60 + 220)
+    assert torch.equal(labelled[:, 18:, 220:], (grid * 255).round() / 255)
+    assert labelled[:, :18, :].min() < 1  # header text drawn

@@ -13,11 +13,12 @@ import logging
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from PIL import Image
+from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 from rosetta_pl.io import replace_atomically
@@ -109,7 +110,7 @@ class NeuronGrid(Callback):
 
     @torch.no_grad()
     def draw(self, pl_module: LightningModule, chosen: RosettaSet, rows: list[int]) -> tuple[torch.Tensor, str]:
-        """Return the (3, H, W) grid of the given rows of ``chosen`` and its markdown legend."""
+        """Return the labelled (3, H, W) grid of the given rows of ``chosen`` and its markdown legend."""
         generator = pl_module.generator
         seed = pl_module._data_seed()
         indices = torch.arange(self.num_images)
@@ -125,6 +126,7 @@ class NeuronGrid(Callback):
         model_units = {name: unit_locations(m.layers, m.unit_counts) for name, m in pl_module.models.items()}
 
         tiles = []
+        block_labels = []
         legend = ["| row | generator unit | " + " | ".join(chosen.partners) + " |"]
         legend.append("|---" * (2 + len(chosen.partners)) + "|")
         for position, row in enumerate(rows):
@@ -140,11 +142,15 @@ class NeuronGrid(Callback):
                 cells.append(f"{layer}[{channel}] r={float(chosen.scores[name][row]):.2f}")
             layer, channel = generator_units[unit]
             legend.append(f"| {position} | {layer}[{channel}] | " + " | ".join(cells) + " |")
+            partner_lines = [f"{name}: {cell}" for name, cell in zip(chosen.partners, cells, strict=True)]
+            block_labels.append([f"neuron {position}", f"generator: {layer}[{channel}]", *partner_lines])
             for image_index in range(len(shown)):
                 tiles.extend(column[image_index] for column in columns)
         grid = make_grid(torch.stack(tiles).clamp(0, 1), nrow=2 + len(chosen.partners), padding=2, pad_value=1.0)
+        headers = ["image", "generator", *chosen.partners]
+        labelled = label_grid(grid, headers, block_labels, len(shown), self.tile_size, padding=2)
         note = f"Each neuron takes {len(images)} rows (one per image): image, generator unit, then each model's unit."
-        return grid, note + "\n\n" + "\n".join(legend)
+        return labelled, note + "\n\n" + "\n".join(legend)
 
     @staticmethod
     def _log_summary(logger: TensorBoardLogger, result, step: int) -> None:
@@ -160,6 +166,35 @@ class NeuronGrid(Callback):
             experiment.add_scalar("rosetta/relaxed", len(result.rosetta_relaxed.units), step)
         experiment.add_scalar("rosetta/clusters", int(result.clusters.max()) + 1 if len(result.clusters) else 0, step)
         experiment.flush()
+
+
+def label_grid(
+    grid: torch.Tensor,
+    headers: list[str],
+    block_labels: list[list[str]],
+    rows_per_block: int,
+    tile_size: int,
+    padding: int,
+    margin: int = 220,
+    header_height: int = 18,
+) -> torch.Tensor:
+    """Add column headers above a (3, H, W) grid and each neuron's units to its left.
+
+    ``block_labels`` holds the text lines of every block of ``rows_per_block``
+    rows; the result is a (3, H + header_height, W + margin) tensor in [0, 1].
+    """
+    array = (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    height, width = array.shape[:2]
+    canvas = Image.new("RGB", (width + margin, height + header_height), "white")
+    canvas.paste(Image.fromarray(array), (margin, header_height))
+    draw = ImageDraw.Draw(canvas)
+    step = tile_size + padding
+    for column, text in enumerate(headers):
+        draw.text((margin + padding + column * step + 4, 3), text, fill="black")
+    for block, lines in enumerate(block_labels):
+        top = header_height + padding + block * rows_per_block * step
+        draw.text((6, top + 4), "\n".join(lines), fill="black", spacing=4)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
 
 
 def _save_png(grid: torch.Tensor, path: str) -> None:
