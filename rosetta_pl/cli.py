@@ -39,7 +39,7 @@ class RosettaCLI(LightningCLI):
         """Build the model, data and trainer; a config error exits with its message alone.
 
         jsonargparse wraps an error raised while a class is built in a report
-        on every type it tried; the first error raised is the one that names
+        on every type it tried. The first error raised is the one that names
         the value and the fix, so only that one is printed. Set
         ``ROSETTA_DEBUG=1`` to get the full traceback instead.
         """

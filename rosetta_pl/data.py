@@ -128,14 +128,14 @@ class LatentIndexDataModule(LightningDataModule):
         """Return this process's loader, starting after the samples a restored checkpoint consumed.
 
         Lightning restores the checkpoint, and calls ``load_state_dict``,
-        before it asks for the loader.
+        before it calls this method.
         """
         trainer = self.trainer
         rank = trainer.global_rank if trainer is not None else 0
         world_size = trainer.world_size if trainer is not None else 1
         start_step = trainer.global_step if trainer is not None else 0
         if start_step != self._first_step:
-            # A loader asked for again without a restore continues from this step.
+            # A loader requested again without a restore continues from this step.
             self._samples_before = self.samples_done(start_step)
             self._first_step = start_step
         dataset = StepIndices(

@@ -164,10 +164,10 @@ def _centre_block(values: Tensor, name: str) -> _CentredBlock:
 class PreparedObservations:
     """Observations of the ``x`` side, centred and rescaled once for several metrics.
 
-    Made by :func:`prepare_observations`; pass it as ``x`` to the ``update`` of
-    every :class:`PairwiseCorrelation` that shares these observations, for
-    example one metric per discriminative model against the same generator
-    units. The result is the same as passing the tensor itself.
+    Made by :func:`prepare_observations`. Pass it as ``x`` to the ``update`` of
+    every :class:`PairwiseCorrelation` that shares these observations, such as
+    one metric per discriminative model against the same generator units.
+    The states end up bit-identical to those of passing the tensor itself.
     """
 
     shape: tuple[int, int]
