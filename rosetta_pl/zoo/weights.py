@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from rosetta_pl.zoo.base import file_sha256
 
@@ -101,3 +102,32 @@ def local_weights_file(path: str | os.PathLike[str], description: str) -> Path:
             f"weights_path {resolved} not found ({description}); point weights_path to the file"
         )
     return resolved
+
+
+def load_zoo_weights(
+    network: nn.Module,
+    file_name: str,
+    description: str,
+    folder_option: str | None,
+    key: str | None = None,
+    prefix: str | None = None,
+) -> tuple[str, str]:
+    """Load a checked file of the offline weights folder into ``network`` with ``strict=True``.
+
+    Args:
+        network: The module to fill.
+        file_name: File name inside the folder.
+        description: What the file contains, for error messages.
+        folder_option: The ``weights_dir`` option, or None for the default.
+        key: Entry of the checkpoint dict that holds the state dict, if any.
+        prefix: Prefix to strip from every key (``"module."`` for DataParallel checkpoints).
+
+    Returns:
+        The weights source (the file's path) and the file's SHA-256.
+    """
+    path, sha256 = verified_zoo_file(file_name, description, folder_option)
+    state_dict = load_state_dict(path, key=key)
+    if prefix is not None:
+        state_dict = strip_prefix(state_dict, prefix)
+    network.load_state_dict(state_dict, strict=True)
+    return str(path), sha256

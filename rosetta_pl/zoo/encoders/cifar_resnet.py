@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rosetta_pl.zoo.base import UnitModel, check_images, convert_channels, resize_images
-from rosetta_pl.zoo.weights import load_state_dict, strip_prefix, verified_zoo_file
+from rosetta_pl.zoo.weights import load_zoo_weights
 
 CifarDepth = Literal[20, 32, 44, 56]
 CIFAR_MEAN = (0.485, 0.456, 0.406)
@@ -119,13 +119,14 @@ def build_cifar_resnet(
     network = CifarResNet(blocks_per_stage=(depth - 2) // 6)
     source, sha256 = "random initialisation", None
     if pretrained:
-        file_name = f"cifar10_resnet{depth}.th"
-        path, sha256 = verified_zoo_file(
-            file_name, f"CIFAR-10 ResNet-{depth} checkpoint", weights_dir
+        source, sha256 = load_zoo_weights(
+            network,
+            f"cifar10_resnet{depth}.th",
+            f"CIFAR-10 ResNet-{depth} checkpoint",
+            weights_dir,
+            key="state_dict",
+            prefix="module.",
         )
-        state_dict = strip_prefix(load_state_dict(path, key="state_dict"), "module.")
-        network.load_state_dict(state_dict, strict=True)
-        source = str(path)
     return CifarClassifier(
         network,
         input_size=input_size,

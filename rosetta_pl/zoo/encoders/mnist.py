@@ -10,7 +10,7 @@ from torch import nn
 
 from rosetta_pl.maps import ResizeMode
 from rosetta_pl.zoo.base import UnitModel, check_images, convert_channels, resize_images
-from rosetta_pl.zoo.weights import load_state_dict, verified_zoo_file
+from rosetta_pl.zoo.weights import load_zoo_weights
 
 # ReLU outputs after the convolutions c1, c3 and c5: 6 + 16 + 120 = 142 units.
 LENET_LAYERS = ("convnet.relu1", "convnet.relu3", "convnet.relu5")
@@ -103,9 +103,7 @@ def build_lenet_mnist(
     network = LeNet5()
     source, sha256 = "random initialisation", None
     if pretrained:
-        path, sha256 = verified_zoo_file("mnist_lenet.pth", "MNIST LeNet-5 classifier", weights_dir)
-        network.load_state_dict(load_state_dict(path), strict=True)
-        source = str(path)
+        source, sha256 = load_zoo_weights(network, "mnist_lenet.pth", "MNIST LeNet-5 classifier", weights_dir)
     return GrayClassifier(
         network,
         input_size=32,
@@ -129,11 +127,9 @@ def build_mnist_dcgan_disc(
     network = DCGANDiscriminator()
     source, sha256 = "random initialisation", None
     if pretrained:
-        path, sha256 = verified_zoo_file(
-            "mnist_dcgan_discriminator.pth", "MNIST DCGAN discriminator", weights_dir
+        source, sha256 = load_zoo_weights(
+            network, "mnist_dcgan_discriminator.pth", "MNIST DCGAN discriminator", weights_dir
         )
-        network.load_state_dict(load_state_dict(path), strict=True)
-        source = str(path)
     return GrayClassifier(
         network,
         input_size=64,

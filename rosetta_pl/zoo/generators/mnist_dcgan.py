@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from rosetta_pl.zoo.base import Generator
-from rosetta_pl.zoo.weights import load_state_dict, verified_zoo_file
+from rosetta_pl.zoo.weights import load_zoo_weights
 
 LATENT_SIZE = 64
 # Block outputs: three ReLU blocks (256, 128, 64 channels at 3, 6, 13 px) and the tanh
@@ -55,11 +55,9 @@ def build_mnist_dcgan(
     network = MnistDCGANNetwork()
     source, sha256 = "random initialisation", None
     if pretrained:
-        path, sha256 = verified_zoo_file(
-            "mnist_dcgan_generator.pth", "MNIST DCGAN generator", weights_dir
+        source, sha256 = load_zoo_weights(
+            network, "mnist_dcgan_generator.pth", "MNIST DCGAN generator", weights_dir
         )
-        network.load_state_dict(load_state_dict(path), strict=True)
-        source = str(path)
     return MnistDCGAN(
         network,
         latent_shape=(LATENT_SIZE,),
