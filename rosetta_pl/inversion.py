@@ -556,11 +556,21 @@ def _check_run(
             f"{generator!r} or set generator: {run_generator}"
         )
     run_grid = _as_grid(dictionary["grid"]["size"])
-    if grid_size is not None and _as_grid(grid_size) != run_grid:
+    wanted = _as_grid(grid_size) if grid_size is not None else run_grid
+    if wanted != run_grid:
         raise ValueError(
-            f"mining run {run_dir} used a {run_grid[0]}x{run_grid[1]} grid, but this inversion "
-            f"is configured for {_as_grid(grid_size)}: point mining_dir to a run on that grid "
+            f"mining run {run_dir} used the grid {run_grid[0]}x{run_grid[1]}, but this inversion "
+            f"is configured for {wanted[0]}x{wanted[1]}: point mining_dir to a run on that grid "
             "or change grid_size"
+        )
+    data = dictionary.get("data", {})
+    if data.get("num_samples") is not None and data.get("samples_seen", data["num_samples"]) < data["num_samples"]:
+        log.warning(
+            "mining run %s stopped after %s of %s samples; its pairs and statistics come from those samples "
+            "only (resume it with --ckpt_path to complete it)",
+            run_dir,
+            data["samples_seen"],
+            data["num_samples"],
         )
     return run_grid
 

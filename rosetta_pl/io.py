@@ -91,9 +91,10 @@ def _require_file(run_dir: Path, name: str) -> Path:
         raise FileNotFoundError(
             f"{path} not found: expected the folder of a finished mining run "
             f"(it holds {DICTIONARY_FILE}, {TABLES_FILE} and {STATS_FILE}); "
-            "fix the path, or mine first on the grid the inversion expects, e.g. "
-            "`python -m rosetta_pl fit --config configs/mine.yaml --model.init_args.grid_size 16 "
-            "--trainer.default_root_dir runs/mine16`"
+            "fix the path, or mine first on the grid the inversion expects and point mining_dir to "
+            "that run, e.g. `python -m rosetta_pl fit --config configs/mine.yaml "
+            "--model.init_args.grid_size 16 --trainer.default_root_dir runs/mine16`, then "
+            "`--model.init_args.mining_dir runs/mine16`"
         )
     return path
 

@@ -42,6 +42,11 @@ def test_unknown_layer_lists_closest_names() -> None:
         build("face_dcgan", layers=["main.99"])
 
 
+def test_unrelated_layer_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"unknown layer 'xyz'.*closest valid names: \['.+'"):
+        build("mtcnn_onet", layers=["xyz"])
+
+
 def test_empty_layers_rejected() -> None:
     with pytest.raises(ValueError, match="layers is empty"):
         resolve_layers(Branchy(), [])

@@ -50,6 +50,7 @@ from torchmetrics.functional.image import (
 )
 from torchvision.utils import make_grid, save_image
 
+from rosetta_pl.callbacks.neuron_grid import label_grid
 from rosetta_pl.io import replace_atomically, write_json_atomic, write_tensors_atomic
 
 METRICS_FILE = "metrics.json"
@@ -179,7 +180,7 @@ class TranslationMetrics(Callback):
         ordered = sorted(everything, key=lambda item: item["index"])
         if self.save_results:
             write_tensors_atomic(_stack_results(ordered), log_dir / RESULTS_FILE)
-        grid = _pair_grid(ordered[: self.max_grid_rows])
+        grid = _pair_grid(ordered[: self.max_grid_rows], edited=getattr(pl_module, "edit", None) is not None)
         replace_atomically(log_dir / f"translation_{stage}.png", lambda path: save_image(grid, path, format="png"))
         self._log(trainer, stage, rows, means, grid)
         rank_zero_info(summarise_metrics(stage, means, len(rows), log_dir))
@@ -226,8 +227,8 @@ def _stack_results(results: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-def _pair_grid(results: list[dict[str, Any]]) -> torch.Tensor:
-    """Return a (3, H', W') grid with one row per target: target | result."""
+def _pair_grid(results: list[dict[str, Any]], edited: bool = False) -> torch.Tensor:
+    """Return a (3, H', W') grid with a header and one row per target: target | result."""
     tiles = []
     for entry in results:
         tiles.extend([entry["target"], entry["result"]])
@@ -238,4 +239,6 @@ def _pair_grid(results: list[dict[str, Any]]) -> torch.Tensor:
         # Small generator outputs (28 or 64 pixels) are enlarged for viewing only.
         scale = 128 // stacked.shape[-1]
         stacked = F.interpolate(stacked, scale_factor=scale, mode="nearest")
-    return make_grid(stacked, nrow=2, padding=2, pad_value=1.0)
+    grid = make_grid(stacked, nrow=2, padding=2, pad_value=1.0)
+    headers = ["target", "result of the edited maps" if edited else "result"]
+    return label_grid(grid, headers, [], rows_per_block=1, tile_size=stacked.shape[-1], padding=2, margin=0)

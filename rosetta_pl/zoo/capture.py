@@ -46,6 +46,9 @@ def closest_names(name: str, candidates: Sequence[str], count: int = 5) -> list[
         # Fall back to names that share the leading component, e.g. "layer1" for "layer1.9".
         head = name.split(".")[0]
         matches = [candidate for candidate in candidates if candidate.startswith(head)][:count]
+    if not matches:
+        # Nothing is close: show the first names so that the message still lists valid ones.
+        matches = list(candidates)[: max(count, 20)]
     return matches
 
 
