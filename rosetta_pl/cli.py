@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -27,6 +28,18 @@ warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual op
 # The mining data module resumes after the samples its checkpoint consumed,
 # which Lightning cannot tell from the loader itself.
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+
+
+class ConciseArgumentParser(LightningArgumentParser):
+    """LightningArgumentParser whose errors skip the usage line.
+
+    The usage of a LightningCLI lists every trainer, model and data option,
+    dozens of lines that bury the one line naming the invalid value. The error
+    keeps jsonargparse's tip to run ``--help`` for the options.
+    """
+
+    def print_usage(self, file: Any = None) -> None:
+        return None
 
 
 class RosettaCLI(LightningCLI):
@@ -72,4 +85,5 @@ def main(args: list[str] | None = None) -> RosettaCLI:
         subclass_mode_data=True,
         args=args,
         auto_configure_optimizers=False,
+        parser_class=ConciseArgumentParser,
     )

@@ -165,7 +165,9 @@ def test_debug_variable_shows_original_error(tmp_path, monkeypatch):
 def test_bad_sample_count_is_rejected(tmp_path, capsys, value):
     with pytest.raises(SystemExit):
         mine(tmp_path, "--data.init_args.num_samples", value)
-    assert "num_samples" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "num_samples" in error
+    assert "usage:" not in error  # the option list would bury the message
     assert not list(tmp_path.rglob("*.safetensors"))
 
 
