@@ -303,13 +303,6 @@ class InversionModule(LightningModule):
         """Return None: the latents get their own Adam in every step, the module has no parameter."""
         return None
 
-    def train(self, mode: bool = True) -> InversionModule:
-        # The networks stay in eval mode: batch norm must use its running statistics.
-        super().train(mode)
-        self.generator.eval()
-        self.models.eval()
-        return self
-
     def on_train_epoch_start(self) -> None:
         self.results = []
 

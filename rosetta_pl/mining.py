@@ -151,13 +151,6 @@ class MiningModule(LightningModule):
                 "over data.num_samples: set trainer.max_epochs: 1 and raise data.num_samples for more data"
             )
 
-    def train(self, mode: bool = True) -> MiningModule:
-        # The networks stay in eval mode: batch norm must use its running statistics.
-        super().train(mode)
-        self.generator.eval()
-        self.models.eval()
-        return self
-
     def configure_optimizers(self) -> None:
         return None
 
