@@ -2,7 +2,7 @@
 
 A mining run pairs generator units with units of discriminative models (best
 buddies, or the Rosetta neurons that have a partner in every model). For a
-target image, every discriminative model computes its unit maps; inversion
+target image, every discriminative model computes its unit maps. Inversion
 optimises one latent per target so that the generator's paired units, on the
 image it generates, reproduce those maps. Both sides are resized to the mining
 grid and z-scored with the mining statistics, and the loss per target is::

@@ -31,7 +31,7 @@ def replace_atomically(path: Path, write: Any) -> None:
     """Call ``write(temporary_path)``, then rename the temporary file onto ``path``.
 
     The temporary file lies in the same folder, so the rename is atomic and a
-    reader never sees a half-written file; it is removed if ``write`` fails.
+    reader never sees a half-written file. It is removed if ``write`` fails.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

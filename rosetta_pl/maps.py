@@ -18,9 +18,9 @@ ResizeMode = Literal["area", "bilinear", "bicubic", "nearest"]
 def resize_maps(maps: torch.Tensor, grid: tuple[int, int], mode: ResizeMode = "area") -> torch.Tensor:
     """Resize a (B, U, h, w) batch of maps to (B, U, *grid).
 
-    Shrinking with ``"bilinear"`` or ``"bicubic"`` is antialiased; ``"area"``
-    averages the input pixels that cover each output cell, and when it has to
-    enlarge a map it falls back to bilinear interpolation.
+    Shrinking with ``"bilinear"`` or ``"bicubic"`` is antialiased. ``"area"``
+    averages the input pixels that cover each output cell, and it falls back to
+    bilinear interpolation when it has to enlarge a map.
     """
     if maps.ndim != 4:
         raise ValueError(f"expected maps of shape (B, U, h, w), got {tuple(maps.shape)}")

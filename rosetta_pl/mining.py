@@ -1,11 +1,13 @@
 """MiningModule: streaming Pearson tables between a generator's units and K models' units.
 
-Each training step turns a batch of global sample indices into latents,
-generates images, captures the maps of the generator's units and of every
-discriminative model's units on those images, resizes all maps to one grid and
-updates one :class:`~rosetta_pl.metrics.PairwiseCorrelation` per model with a
-single (N, Ug) x (N, Ud) co-moment product. Nothing is trained: the module has
-no parameter that requires a gradient and no optimiser.
+Each training step turns a batch of global sample indices into latents and
+generates images. It captures the maps of the generator's units and of every
+discriminative model's units on those images and resizes all maps to one grid.
+The centred generator observations are then shared by one
+:class:`~rosetta_pl.metrics.PairwiseCorrelation` update per model, each a
+(N, Ug) x (N, Ud) co-moment product per block of up to 8192 rows. Nothing is
+trained, because the module has no parameter that requires a gradient and no
+optimiser.
 
 At the end of the pass the merged tables give best buddies per model, the
 Rosetta set (units with a buddy in every model) and concept clusters; rank zero
@@ -200,7 +202,7 @@ class MiningModule(LightningModule):
                     state_dict[prefix + key] = value.detach().clone()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A checkpoint holds the merged states: one process keeps them and the
+        # A checkpoint contains the merged states: one process keeps them and the
         # others start empty, so the next merge counts every observation once.
         if self._process_rank() == 0:
             return

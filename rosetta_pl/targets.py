@@ -210,7 +210,8 @@ def cifar10_test_images(count: int, start: int = 0, zoo_dir: str | None = None) 
     files = sorted(folder.glob("cifar10_*_*.png"))
     if start < 0 or count < 1 or start + count > len(files):
         raise ValueError(
-            f"CIFAR-10 test images {start} to {start + count - 1} are out of range: {folder} holds {len(files)} images"
+            f"CIFAR-10 test images {start} to {start + count - 1} are out of range: "
+            f"{folder} contains {len(files)} images"
         )
     chosen = files[start : start + count]
     images = torch.stack([load_image(path) for path in chosen])

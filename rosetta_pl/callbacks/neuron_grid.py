@@ -1,8 +1,8 @@
 """NeuronGrid: heat-map grids of the strongest Rosetta neurons after mining.
 
-For each shown neuron and each of a few generated images the grid has one row:
-the image, then the generator unit's map, then every model's matched unit map,
-each upsampled to the image size and laid over the image in one colormap. The
+For each drawn neuron and each of a few generated images the grid has one row.
+The row contains the image, the generator unit's map and every model's matched
+unit map, each upsampled to the image size and laid over the image in one colormap. The
 grid goes to TensorBoard (``rosetta/neuron_grid``) and to ``neuron_grid.png``
 in the run folder, with a legend naming every row's units.
 """
@@ -180,8 +180,8 @@ def label_grid(
 ) -> torch.Tensor:
     """Add column headers above a (3, H, W) grid and each neuron's units to its left.
 
-    ``block_labels`` holds the text lines of every block of ``rows_per_block``
-    rows; the result is a (3, H + header_height, W + margin) tensor in [0, 1].
+    ``block_labels`` contains the text lines of every block of ``rows_per_block``
+    rows. The result is a (3, H + header_height, W + margin) tensor in [0, 1].
     """
     array = (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     height, width = array.shape[:2]

@@ -119,7 +119,7 @@ def load_zoo_weights(
         file_name: File name inside the folder.
         description: What the file contains, for error messages.
         folder_option: The ``weights_dir`` option, or None for the default.
-        key: Entry of the checkpoint dict that holds the state dict, if any.
+        key: Entry of the checkpoint dict that contains the state dict, if any.
         prefix: Prefix to strip from every key (``"module."`` for DataParallel checkpoints).
 
     Returns:

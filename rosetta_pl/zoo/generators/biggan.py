@@ -24,8 +24,10 @@ Z_DIM = 128
 NUM_CLASSES = 1000
 CHANNEL_WIDTH = 128
 # Generator blocks of BigGAN-deep-256: (upsamples, input width, output width), widths in
-# multiples of CHANNEL_WIDTH; self-attention runs before block 8 at 64x64. This is the
-# table of the package's published biggan-deep-256 configuration.
+# multiples of CHANNEL_WIDTH; self-attention runs before block 8 at 64x64.
+# NOTE: written to match the package's published biggan-deep-256 configuration, which
+# is a download, so it has not been checked against that file here; strict loading of
+# the released weights raises if it differs.
 LAYER_TABLE: tuple[tuple[bool, int, int], ...] = (
     (False, 16, 16), (True, 16, 16),
     (False, 16, 16), (True, 16, 8),
